@@ -1,0 +1,114 @@
+"""The generic loop: a resumed run continues from the saved step and matches an uninterrupted run."""
+import copy
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import TensorDataset
+
+from tools.distributed import DistContext
+from tools.loader import ResumableSampler, make_train_loader
+from tools.logger import RunLogger, read_stats
+from tools.runs import LAST_CHECKPOINT, prepare_run_dir, snapshot_name
+from tools.train_loop import seed_everything, train
+
+CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+class ToyTask:
+    """Linear regression whose step also draws from the global RNG (like dropout or diffusion noise)."""
+
+    def __init__(self):
+        self.model = torch.nn.Linear(3, 1)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.05)
+
+    def train_step(self, batch, step):
+        x, y = batch
+        noise = 0.01 * torch.randn_like(y)
+        loss = torch.nn.functional.mse_loss(self.model(x), y + noise)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _dataset():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 3, generator=gen)
+    return TensorDataset(x, x @ torch.tensor([[1.0], [-2.0], [0.5]]))
+
+
+def _cfg(tmp_path, max_steps, run_id):
+    return OmegaConf.create({
+        "model": {"kind": "linear"},
+        "train": {"max_steps": max_steps, "log_every": 2, "ckpt_every": 3, "snapshot_every": 4},
+        "run": {"exp": "toy", "id": run_id, "data": "T", "seed": 5, "results_dir": str(tmp_path),
+                "fresh": False},
+    })
+
+
+def _run(tmp_path, max_steps, run_id):
+    cfg = _cfg(tmp_path, max_steps, run_id)
+    seed_everything(cfg.run.seed)
+    task = ToyTask()
+    run_dir = prepare_run_dir(cfg, CPU)
+    logger = RunLogger(run_dir)
+    data = _dataset()
+    step = train(task, lambda start: make_train_loader(data, 4, cfg.run.seed, CPU, start), cfg, run_dir, CPU,
+                 logger)
+    logger.close()
+    return task, step, run_dir
+
+
+def test_resume_continues_step_and_random_stream(tmp_path):
+    straight, step, _ = _run(tmp_path, 10, "straight")
+    straight_next = torch.rand(4)
+    assert step == 10
+
+    _, step, run_dir = _run(tmp_path, 6, "split")
+    assert step == 6
+    torch.manual_seed(12345)  # the resumed process starts with unrelated RNG state
+    resumed, step, run_dir = _run(tmp_path, 10, "split")
+    assert step == 10
+    assert torch.equal(torch.rand(4), straight_next)
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    steps_logged = [r["step"] for r in read_stats(run_dir)]
+    assert steps_logged == [2, 4, 6, 8, 10]
+    assert (run_dir / LAST_CHECKPOINT).exists() and (run_dir / snapshot_name(8)).exists()
+    assert (run_dir / "config.yaml").exists()
+
+
+def test_loss_logged_and_rerun_of_finished_run_is_noop(tmp_path):
+    _, _, run_dir = _run(tmp_path, 40, "done")
+    before = (run_dir / LAST_CHECKPOINT).stat().st_mtime_ns
+    _, step, _ = _run(tmp_path, 40, "done")
+    assert step == 40 and (run_dir / LAST_CHECKPOINT).stat().st_mtime_ns == before
+    losses = [r["loss"] for r in read_stats(run_dir)]
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_fresh_moves_old_run_aside(tmp_path):
+    _run(tmp_path, 3, "again")
+    cfg = _cfg(tmp_path, 3, "again")
+    cfg.run.fresh = True
+    run_dir = prepare_run_dir(cfg, CPU)
+    assert not (run_dir / LAST_CHECKPOINT).exists()
+    assert len(list(tmp_path.glob("toy_again_T_5.old-*"))) == 1
+
+
+def test_sampler_shards_ranks_and_resumes():
+    full = ResumableSampler(10, seed=3, rank=0, world_size=1)
+    stream = [i for _, i in zip(range(25), iter(full))]
+    assert sorted(stream[:10]) == list(range(10))
+    later = ResumableSampler(10, seed=3, start_sample=7)
+    assert [i for _, i in zip(range(18), iter(later))] == stream[7:25]
+    ranks = [ResumableSampler(10, seed=3, rank=r, world_size=2) for r in range(2)]
+    first_epoch = [list(zip(range(5), iter(s))) for s in ranks]
+    assert sorted(i for part in first_epoch for _, i in part) == list(range(10))

@@ -1,0 +1,103 @@
+"""Checkpoints: complete training state, written atomically, loaded with weights_only=True.
+
+A checkpoint is one dict holding `model`, `ema`, `optimizer`, `scaler` (state dicts), `step`, `rng`
+(all RNG states as tensors) and `config` (a plain resolved dict). Writing goes to a temporary file in the
+same folder and is renamed over the target, so a kill never leaves a torn `model_last.pth`.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tools.errors import UserError
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Save `state` to `path` atomically (temporary name, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; a missing, torn or foreign file is refused with a message naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' does not exist; check the path (e.g. --first_model) "
+                        f"or train that stage first")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise UserError(f"checkpoint '{path}' is unreadable or truncated ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:200]}); delete it or restore a numbered snapshot "
+                        f"from the same folder") from err
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise UserError(f"checkpoint '{path}' is not a checkpoint of this project (no 'model'/'step' "
+                        f"entries); pass a model_last.pth written by main.py")
+    return state
+
+
+def check_config_matches(saved: dict, current: dict, section: str, path: str | os.PathLike) -> None:
+    """Refuse to load weights made with a different `section` (e.g. 'model') config."""
+    old, new = saved.get(section), current.get(section)
+    if old is None or new is None or old == new:
+        return
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise UserError(f"checkpoint '{path}' was made with a different '{section}' config (differs in: "
+                    f"{', '.join(diff)}); use the config it was trained with, or start a new run with "
+                    f"--fresh or another --id")
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every RNG the training loop draws from, as tensors (weights_only-safe)."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": torch.tensor([np_state[2], np_state[3]], dtype=torch.int64),
+        "numpy_gauss": torch.tensor(np_state[4], dtype=torch.float64),
+        "python": torch.tensor(py_internal, dtype=torch.int64),
+        "python_meta": torch.tensor([py_version, 0 if py_gauss is None else 1], dtype=torch.int64),
+        "python_gauss": torch.tensor(0.0 if py_gauss is None else py_gauss, dtype=torch.float64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of capture_rng_state."""
+    torch.set_rng_state(state["torch"].cpu())
+    pos, has_gauss = (int(v) for v in state["numpy_pos"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss,
+                         float(state["numpy_gauss"])))
+    py_version, has_py_gauss = (int(v) for v in state["python_meta"])
+    py_gauss = float(state["python_gauss"]) if has_py_gauss else None
+    random.setstate((py_version, tuple(int(v) for v in state["python"]), py_gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def weights_for_inference(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The EMA weights when the checkpoint has them (what sampling should use), else the raw model."""
+    ema = state.get("ema")
+    if isinstance(ema, dict) and ema.get("shadow"):
+        return ema["shadow"]
+    return state["model"]

@@ -1,0 +1,83 @@
+"""OmegaConf configs: load a stage config, apply --config_mod overrides strictly, save the resolved copy.
+
+Overrides are strict on purpose: a typo such as `train.max_step=10` must fail loudly instead of silently
+training with the default.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from tools.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """Find a config given as an absolute path, relative to the cwd, or relative to the repo root."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    in_repo = REPO_ROOT / candidate
+    if not candidate.is_absolute() and in_repo.is_file():
+        return in_repo
+    raise UserError(f"config file '{path}' not found; pass an existing YAML file "
+                    f"(e.g. one under {REPO_ROOT / 'configs'})")
+
+
+def load_yaml(path: str | os.PathLike) -> DictConfig:
+    """Read one YAML config file with a clear error for missing or malformed files."""
+    resolved = resolve_config_path(path)
+    try:
+        cfg = OmegaConf.load(resolved)
+    except Exception as err:  # yaml.YAMLError and OmegaConf errors alike
+        raise UserError(f"config file '{resolved}' is not valid YAML: {err}") from err
+    if not isinstance(cfg, DictConfig):
+        raise UserError(f"config file '{resolved}' must hold a mapping at the top level")
+    return cfg
+
+
+def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "--config_mod") -> DictConfig:
+    """Apply `key=value` dotlist overrides; an unknown key is an error that names it."""
+    overrides = list(overrides or [])
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"{source}: '{item}' is not of the form key=value (e.g. train.max_steps=100)")
+        key = item.split("=", 1)[0]
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            raise UserError(f"{source}: unknown config key '{key}'; known top-level keys: "
+                            f"{', '.join(map(str, cfg.keys()))}")
+    OmegaConf.set_struct(cfg, True)
+    try:
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except ConfigKeyError as err:
+        raise UserError(f"{source}: unknown config key ({err.full_key}); check the spelling") from err
+    except OmegaConfBaseException as err:
+        raise UserError(f"{source}: cannot apply override: {err}") from err
+    OmegaConf.set_struct(merged, False)
+    return merged
+
+
+_MISSING = object()
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> DictConfig:
+    """Load a stage config and apply overrides."""
+    return apply_overrides(load_yaml(path), overrides)
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
+    """Write the fully resolved config as YAML, atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, path)
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """A plain, resolved dict (for checkpoints, which must hold only primitive types)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,71 @@
+"""The registry of stages that `main.py --exp NAME` dispatches to.
+
+Each stage is `module:function` taking (cfg, ctx) and returning an exit code; modules are imported only
+when their stage runs, so a missing optional dependency of one stage never breaks another.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from tools.distributed import init_distributed, shutdown_distributed
+
+
+class StageNotAvailable(Exception):
+    """The stage exists in the command line but is not built yet."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    summary: str
+    target: str  # "package.module:function"
+    default_config: str | None = None
+
+
+STAGES: dict[str, Stage] = {
+    "generate": Stage("render a CLEVRER-like dataset with MuJoCo into --data_path",
+                      "tools.stage_data:generate", "configs/data/generate.yaml"),
+    "check_data": Stage("scan a dataset folder and report problems (non-zero exit if any)",
+                        "tools.stage_data:check_data"),
+    "first_stage": Stage("train the scene/object/motion autoencoder (stage 1)",
+                         "tools.train_first_stage:run", "configs/autoencoder/base.yaml"),
+    "ddpm": Stage("train the latent diffusion model over motion latents (stage 2)",
+                  "tools.train_ddpm:run", "configs/latent-diffusion/base.yaml"),
+    "segment": Stage("train the segmentation network (or write pseudo-labels)",
+                     "tools.train_segmenter:run", "configs/segmentation/base.yaml"),
+    "predict": Stage("predict frame-22 masks for a split and write the submission tensor",
+                     "tools.predict:run", "configs/predict/base.yaml"),
+    "eval": Stage("score a run's predictions (Jaccard, LPIPS, FVD, PSNR/SSIM)",
+                  "evals.eval_run:run"),
+    "pipeline": Stage("the whole job on generated data: data, stage 1, stage 2, segmenter, predict, report",
+                      "tools.pipeline:run", "configs/quickstart/pipeline.yaml"),
+}
+
+
+def default_config_for(exp: str) -> str | None:
+    return STAGES[exp].default_config
+
+
+def resolve_stage(exp: str):
+    """The stage's entry function; StageNotAvailable when its module is not built yet."""
+    module_name, function_name = STAGES[exp].target.split(":")
+    if importlib.util.find_spec(module_name) is None:
+        raise StageNotAvailable(f"--exp {exp} is not available yet in this version of the project "
+                                f"({module_name} is not built); see the README for the stages that are")
+    function = getattr(importlib.import_module(module_name), function_name, None)
+    if function is None:
+        raise StageNotAvailable(f"--exp {exp} is not available yet ({STAGES[exp].target} missing)")
+    return function
+
+
+def run_stage(exp: str, cfg: DictConfig) -> int:
+    """Run one stage inside a (possibly distributed) process context."""
+    function = resolve_stage(exp)
+    ctx = init_distributed(cfg.run.get("device"))
+    try:
+        return int(function(cfg, ctx) or 0)
+    finally:
+        shutdown_distributed()

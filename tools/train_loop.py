@@ -1,0 +1,157 @@
+"""The generic training loop every stage uses: resume, step counting, logging, checkpoints, time budget.
+
+A stage supplies a `TrainTask` (its models, optimizers and one `train_step`); this loop owns everything
+that must be identical across stages: the data order as a function of (seed, step), RNG state in the
+checkpoint so a resumed run draws the same numbers as an uninterrupted one, atomic checkpoints, rank-0
+logging of rank-averaged scalars, and a tqdm bar.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from tools.checkpoint import (capture_rng_state, check_config_matches, load_checkpoint, restore_rng_state,
+                              save_checkpoint)
+from tools.config import to_plain
+from tools.distributed import DistContext, all_reduce_mean, barrier
+from tools.logger import RunLogger
+from tools.runs import LAST_CHECKPOINT, snapshot_name
+
+
+class TrainTask(Protocol):
+    """What a stage hands to `train`."""
+
+    def train_step(self, batch: Any, step: int) -> dict[str, float]:
+        """One optimisation step on `batch`; returns scalars to log."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to checkpoint: at least 'model'; usually 'ema', 'optimizer', 'scaler'."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed + rank)
+    np.random.seed((seed + rank) % 2**32)
+    torch.manual_seed(seed + rank)
+
+
+def _gather_rng_states(ctx: DistContext) -> list[dict[str, Any]]:
+    mine = capture_rng_state()
+    if not ctx.distributed:
+        return [mine]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, mine)
+    return gathered
+
+
+def save_training_state(task: TrainTask, step: int, cfg: DictConfig, run_dir: Path, ctx: DistContext,
+                        snapshot: bool = False) -> None:
+    """Write model_last.pth (and a numbered snapshot) from rank 0; all ranks contribute RNG states."""
+    rng_states = _gather_rng_states(ctx)
+    if ctx.is_main:
+        state = dict(task.state_dict(), step=step, rng=rng_states, world_size=ctx.world_size,
+                     config=to_plain(cfg))
+        save_checkpoint(state, run_dir / LAST_CHECKPOINT)
+        if snapshot:
+            save_checkpoint(state, run_dir / snapshot_name(step))
+    barrier(ctx)
+
+
+def resume_if_possible(task: TrainTask, cfg: DictConfig, run_dir: Path, ctx: DistContext) -> int:
+    """Load model_last.pth when the run folder has one; returns the step to continue from."""
+    path = run_dir / LAST_CHECKPOINT
+    if not path.exists():
+        return 0
+    state = load_checkpoint(path, map_location=ctx.device)
+    check_config_matches(state.get("config", {}), to_plain(cfg), "model", path)
+    task.load_state_dict(state)
+    rng_states = state.get("rng") or []
+    if len(rng_states) == ctx.world_size:
+        restore_rng_state(rng_states[ctx.rank])
+    else:  # a different number of processes: reseed deterministically instead of reusing states
+        seed_everything(int(cfg.run.seed) + int(state["step"]), ctx.rank)
+    if ctx.is_main:
+        print(f"resuming {run_dir} from step {state['step']}")
+    return int(state["step"])
+
+
+def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: DictConfig, run_dir: Path,
+          ctx: DistContext, logger: RunLogger,
+          on_log: Callable[[int], dict[str, float] | None] | None = None,
+          on_images: Callable[[int], None] | None = None) -> int:
+    """Run `task` until cfg.train.max_steps (or cfg.train.max_minutes); returns the final step.
+
+    make_batches(start_step) must return an endless iterator positioned at start_step.
+    on_log(step) may return extra validation scalars; on_images(step) writes sample grids.
+    """
+    tcfg = cfg.train
+    start = resume_if_possible(task, cfg, run_dir, ctx)
+    max_steps = int(tcfg.max_steps)
+    if start >= max_steps:
+        if ctx.is_main:
+            print(f"{run_dir} is already trained to step {start} (train.max_steps={max_steps}); "
+                  f"raise train.max_steps with --config_mod to continue")
+        return start
+    deadline = time.monotonic() + 60 * float(tcfg.get("max_minutes") or math.inf)
+    batches = iter(make_batches(start))
+    sums: dict[str, float] = defaultdict(float)
+    count, step = 0, start
+    bar = tqdm(total=max_steps, initial=start, disable=not ctx.is_main, desc=run_dir.name, dynamic_ncols=True)
+    tick = time.perf_counter()
+    while step < max_steps:
+        logs = task.train_step(next(batches), step)
+        step += 1
+        for key, value in logs.items():
+            sums[key] += float(value)
+        count += 1
+        bar.update(1)
+        out_of_time = _agree(time.monotonic() > deadline, ctx)
+        if step % int(tcfg.log_every) == 0 or step == max_steps or out_of_time:
+            means = all_reduce_mean({k: v / count for k, v in sums.items()}, ctx)
+            means["sec_per_step"] = (time.perf_counter() - tick) / count
+            if ctx.device.type == "cuda":
+                means["peak_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
+            logger.log_scalars(step, means)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]})
+            extra = on_log(step) if on_log else None
+            if extra:
+                logger.log_scalars(step, extra, prefix="val")
+            sums.clear()
+            count, tick = 0, time.perf_counter()
+        if on_images and int(tcfg.get("image_every", 0)) > 0 and step % int(tcfg.image_every) == 0:
+            if ctx.is_main:
+                on_images(step)
+        snapshot = int(tcfg.get("snapshot_every", 0)) > 0 and step % int(tcfg.snapshot_every) == 0
+        if step % int(tcfg.ckpt_every) == 0 or snapshot or step == max_steps or out_of_time:
+            save_training_state(task, step, cfg, run_dir, ctx, snapshot=snapshot)
+        if out_of_time:
+            if ctx.is_main:
+                print(f"stopping at step {step}: train.max_minutes={tcfg.max_minutes} reached "
+                      f"(re-run the same command to continue)")
+            break
+    bar.close()
+    logger.flush()
+    return step
+
+
+def _agree(flag: bool, ctx: DistContext) -> bool:
+    """All ranks stop together if any rank's clock says stop (otherwise collectives would hang)."""
+    if not ctx.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
