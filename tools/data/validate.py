@@ -99,8 +99,8 @@ def decode_png(path: Path) -> np.ndarray:
                         f"8-bit RGB (e.g. Pillow: Image.open(f).convert('RGB').save(f)).")
     if image.ndim != 3 or image.shape[2] != 3:
         channels = 1 if image.ndim == 2 else image.shape[2]
-        raise UserError(f"{path}: PNG has {channels} channel(s); frames must be RGB (3 channels). Re-save it as "
-                        f"RGB (e.g. Pillow: Image.open(f).convert('RGB').save(f)).")
+        raise UserError(f"{path}: PNG has {channels} channel(s); frames must be 8-bit RGB (3 channels). Re-save it "
+                        f"as RGB (e.g. Pillow: Image.open(f).convert('RGB').save(f)).")
     return image
 
 
