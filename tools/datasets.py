@@ -1,0 +1,93 @@
+"""Which clips a stage trains and validates on, for each --data kind.
+
+Stages 1 and 2 both want 22-frame clips at the config's resolution: labeled splits (with masks), optionally
+the unlabeled split (masks unknown = -1, or pseudo-labels written by `--exp segment` mode=pseudo_label),
+and a held-out split for validation that is never the training data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from tools.errors import UserError
+
+
+class PseudoLabelled(Dataset):
+    """Fills unknown masks of a dataset with pseudo-labels from <folder>/video_<id>/mask.npy when present."""
+
+    def __init__(self, base: Dataset, folder: str | Path) -> None:
+        self.base = base
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise UserError(f"pseudo-label folder '{self.folder}' does not exist; write it with "
+                            f"`python main.py --exp segment --config_mod mode=pseudo_label ...` or unset "
+                            f"data.pseudo_labels")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.base[index]
+        path = self.folder / f"video_{item['video_id']}" / "mask.npy"
+        if bool(item["has_mask"]) or not path.exists():
+            return item
+        mask = torch.from_numpy(np.load(path)).long()
+        if mask.shape[-2:] != item["frames"].shape[-2:]:
+            from tools.data.clevrer import resize_mask
+
+            mask = resize_mask(mask, tuple(item["frames"].shape[-2:]))
+        return dict(item, mask=mask[: item["frames"].shape[0]], has_mask=torch.tensor(True))
+
+
+def _size(cfg: DictConfig) -> tuple[int, int]:
+    return int(cfg.data.height), int(cfg.data.width)
+
+
+def _clevrer_split(root: str, split: str, cfg: DictConfig, frames: int | None = None) -> Dataset:
+    from tools.data.clevrer import ClevrerDataset
+
+    indices = range(frames) if frames else None
+    return ClevrerDataset(root, split, frame_indices=indices, size=_size(cfg))
+
+
+def _video_clips(cfg: DictConfig, split: str) -> Dataset:
+    from tools.data.video import UCF101Dataset, VideoFolderDataset
+
+    kwargs = dict(clip_len=int(cfg.data.frames), stride=int(cfg.data.get("frame_stride", 1)), size=_size(cfg))
+    if cfg.run.data == "UCF101":
+        return UCF101Dataset(cfg.run.data_path, split="train" if split == "train" else "test", **kwargs)
+    return VideoFolderDataset(cfg.run.data_path, **kwargs)
+
+
+def training_clips(cfg: DictConfig) -> Dataset:
+    """The training clips of the run's dataset (labeled + unlabeled splits for CLEVRER)."""
+    if cfg.run.data != "CLEVRER":
+        return _video_clips(cfg, "train")
+    root = str(cfg.run.data_path)
+    parts = [_clevrer_split(root, split, cfg, int(cfg.data.frames)) for split in cfg.data.labeled_splits]
+    for split in cfg.data.get("unlabeled_splits") or []:
+        if not (Path(root) / split).is_dir():
+            print(f"note: no '{split}' split in {root}; training on labeled videos only")
+            continue
+        unlabeled = _clevrer_split(root, split, cfg, int(cfg.data.frames))
+        pseudo = cfg.data.get("pseudo_labels")
+        parts.append(PseudoLabelled(unlabeled, pseudo) if pseudo else unlabeled)
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def validation_clips(cfg: DictConfig, count: int) -> Dataset | None:
+    """Up to `count` held-out clips (the val split for CLEVRER, the test list for UCF-101), or None."""
+    if cfg.run.data == "CLEVRER":
+        split = cfg.data.get("val_split", "val")
+        if not (Path(str(cfg.run.data_path)) / split).is_dir():
+            return None
+        dataset = _clevrer_split(str(cfg.run.data_path), split, cfg, int(cfg.data.frames))
+    elif cfg.run.data == "UCF101":
+        dataset = _video_clips(cfg, "test")
+    else:
+        return None
+    return Subset(dataset, range(min(count, len(dataset))))

@@ -1,0 +1,202 @@
+"""`--exp first_stage`: train the scene/object/motion autoencoder, optionally with the GAN finetune.
+
+  python main.py --exp first_stage --id main --pretrain_config configs/autoencoder/base.yaml \
+      --data CLEVRER --data_path D --batch_size 8
+  python main.py --exp first_stage --id main_gan --pretrain_config configs/autoencoder/base_gan.yaml \
+      --data CLEVRER --data_path D --first_stage_folder results/first_stage_main_CLEVRER_42/
+
+Clips hold data.frames frames of which the first data.cond_frames are observed: scene and object latents
+come from those only, every frame is rebuilt from its own motion latent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from models.autoencoder import build_first_stage
+from tools.ae_losses import FirstStageLoss, mask_iou, psnr
+from tools.checkpoint import check_config_matches, load_checkpoint
+from tools.config import to_plain
+from tools.datasets import training_clips, validation_clips
+from tools.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.ema import EMA
+from tools.errors import UserError
+from tools.loader import make_train_loader
+from tools.logger import RunLogger
+from tools.runs import LAST_CHECKPOINT, prepare_run_dir
+from tools.stage_data import require_data_path
+from tools.train_loop import seed_everything, train
+from tools.visuals import video_grid
+
+
+def split_batch(batch: dict, cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor,
+                                                                             torch.Tensor | None]:
+    """(frames in [-1,1] [B,T,3,H,W], observed frames, masks or None when no clip in the batch has one)."""
+    frames = batch["frames"].to(device, non_blocking=True) * 2 - 1
+    masks = batch.get("mask")
+    has_mask = batch.get("has_mask")
+    if masks is None or has_mask is None or not bool(torch.as_tensor(has_mask).any()):
+        masks = None
+    else:
+        masks = masks.to(device, non_blocking=True)
+    return frames, frames[:, : int(cfg.data.cond_frames)], masks
+
+
+def average_gradients(module: torch.nn.Module, ctx: DistContext) -> None:
+    """All-reduce gradients by hand for modules called several times per step (DDP allows one call)."""
+    if not ctx.distributed:
+        return
+    for param in module.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= ctx.world_size
+
+
+class FirstStageTask:
+    """One optimisation step of the autoencoder (and of the discriminators once the GAN is on)."""
+
+    def __init__(self, cfg: DictConfig, ctx: DistContext) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.model = build_first_stage(cfg).to(ctx.device)
+        self.loss = FirstStageLoss(cfg.loss).to(ctx.device)
+        self.ema = EMA(self.model, decay=float(cfg.train.ema_decay))
+        tcfg = cfg.train
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
+                                           weight_decay=float(tcfg.weight_decay))
+        disc_params = self.loss.discriminator_parameters()
+        gan = cfg.loss.get("gan") or {}
+        self.disc_optimizer = torch.optim.AdamW(disc_params, lr=float(gan.get("lr", 1e-4)),
+                                                betas=tuple(gan.get("betas", (0.5, 0.9))),
+                                                weight_decay=0.0) if disc_params else None
+        self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
+        self.wrapped = wrap_model(self.model, ctx)
+
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+        frames, observed, masks = split_batch(batch, self.cfg, self.ctx.device)
+        self.model.train()
+        with autocast(self.ctx, self.cfg.train.get("amp")):
+            rgb, mask_logits, latents = self.wrapped(frames, observed)
+        loss, logs = self.loss(frames, rgb.float(), mask_logits.float() if mask_logits is not None else None,
+                               masks, latents, step, last_layer=self._last_layer())
+        self._optimise(self.optimizer, self.model, loss)
+        self.ema.update(self.model)
+        if self.disc_optimizer is not None and self.loss.gan_active(step):
+            with autocast(self.ctx, self.cfg.train.get("amp")):
+                d_loss, d_logs = self.loss.discriminator_loss(frames, rgb.float(), step)
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(d_loss).backward()
+            average_gradients(self.loss.discriminator, self.ctx)
+            self.scaler.step(self.disc_optimizer)
+            self.scaler.update()
+            logs.update(d_logs)
+        return {key: float(value) for key, value in logs.items()}
+
+    def _last_layer(self) -> torch.Tensor | None:
+        model = unwrap(self.model)
+        return model.last_layer() if hasattr(model, "last_layer") else None
+
+    def _optimise(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        clip = float(self.cfg.train.get("grad_clip") or 0)
+        if clip > 0:
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.disc_optimizer is not None:
+            state["discriminator"] = self.loss.discriminator.state_dict()
+            state["disc_optimizer"] = self.disc_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        if "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        if weights_only:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
+        if self.disc_optimizer is not None and "discriminator" in state:
+            self.loss.discriminator.load_state_dict(state["discriminator"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+
+    def start_from_folder(self, folder: str) -> None:
+        """GAN finetune: take weights, EMA and optimizer state of a trained first stage (a new step count)."""
+        path = Path(folder) / LAST_CHECKPOINT
+        if not path.exists():
+            raise UserError(f"--first_stage_folder '{folder}' holds no {LAST_CHECKPOINT}; pass the run folder "
+                            f"of a finished `--exp first_stage` run (e.g. results/first_stage_main_CLEVRER_42/)")
+        state = load_checkpoint(path, map_location=self.ctx.device)
+        check_config_matches(state.get("config", {}), to_plain(self.cfg), "model", path)
+        self.load_state_dict(state, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        print(f"starting from {path} (its step {state['step']})")
+
+
+@torch.no_grad()
+def validate(task: FirstStageTask, clips: DataLoader | None, cfg: DictConfig) -> dict[str, float]:
+    """Reconstruction PSNR and semantic-head mask IoU of held-out clips (EMA weights)."""
+    if clips is None:
+        return {}
+    model = build_first_stage(cfg).to(task.ctx.device).eval()
+    model.load_state_dict(unwrap(task.model).state_dict())
+    task.ema.copy_to(model)
+    scores: dict[str, list[float]] = {"psnr": [], "mask_iou": []}
+    for batch in clips:
+        frames, observed, masks = split_batch(batch, cfg, task.ctx.device)
+        with autocast(task.ctx, cfg.train.get("amp")):
+            rgb, mask_logits = model.decode(model.encode(frames, observed))
+        scores["psnr"].append(float(psnr(rgb.float(), frames)))
+        if masks is not None and mask_logits is not None:
+            scores["mask_iou"].append(float(mask_iou(mask_logits.float(), masks)))
+    return {f"recon_{k}": sum(v) / len(v) for k, v in scores.items() if v}
+
+
+def log_reconstruction(task: FirstStageTask, batch: dict, logger: RunLogger, step: int) -> None:
+    """Input, reconstruction, true and predicted masks of one clip as an image grid."""
+    cfg = task.cfg
+    frames, observed, _ = split_batch(batch, cfg, task.ctx.device)
+    model = unwrap(task.model).eval()
+    with torch.no_grad(), autocast(task.ctx, cfg.train.get("amp")):
+        rgb, mask_logits = model.decode(model.encode(frames[:1], observed[:1]))
+    model.train()
+    pred_mask = mask_logits[0].argmax(1) if mask_logits is not None else None
+    true_mask = batch["mask"][0] if bool(torch.as_tensor(batch["has_mask"])[0]) else None
+    logger.log_image("first_stage/reconstruction",
+                     video_grid(frames[0], rgb[0].float(), true_mask, pred_mask), step)
+
+
+def run(cfg: DictConfig, ctx: DistContext) -> int:
+    require_data_path(cfg)
+    seed_everything(int(cfg.run.seed), ctx.rank)
+    run_dir = prepare_run_dir(cfg, ctx)
+    logger = RunLogger(run_dir, enabled=ctx.is_main)
+    task = FirstStageTask(cfg, ctx)
+    if cfg.run.get("first_stage_folder") and not (run_dir / LAST_CHECKPOINT).exists():
+        task.start_from_folder(str(cfg.run.first_stage_folder))
+    dataset = training_clips(cfg)
+    batch_size = int(cfg.run.get("batch_size") or cfg.train.get("batch_size", 8))
+    workers = int(cfg.train.get("num_workers", 0))
+    val = validation_clips(cfg, int(cfg.train.get("val_clips", 8)))
+    val_loader = DataLoader(val, batch_size=batch_size) if val is not None and len(val) else None
+    preview = next(iter(DataLoader(val if val_loader else dataset, batch_size=1)))
+    val_every = int(cfg.train.get("val_every") or cfg.train.log_every)
+    try:
+        train(task, lambda start: make_train_loader(dataset, batch_size, int(cfg.run.seed), ctx, start, workers,
+                                                    name="first-stage training data"),
+              cfg, run_dir, ctx, logger,
+              on_log=lambda step: validate(task, val_loader, cfg) if ctx.is_main and step % val_every == 0 else {},
+              on_images=lambda step: log_reconstruction(task, preview, logger, step))
+    finally:
+        logger.close()
+    return 0
