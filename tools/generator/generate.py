@@ -1,0 +1,305 @@
+"""Write a generated dataset in the competition folder format, in parallel and resumably.
+
+Layout written under the data root (ids continue across splits: train, val, unlabeled, hidden):
+
+    train/video_<id>/image_0.png .. image_<T-1>.png, mask.npy     (T, H, W) uint8 class ids
+    val/video_<id>/...                                            same as train
+    unlabeled/video_<id>/image_*.png                              no mask
+    hidden/video_<id>/image_0.png .. image_<hidden_frames-1>.png  observed frames only
+    hidden_truth/video_<id>.npy                                   full (T, H, W) mask of a hidden video
+    hidden_masks.pt                                               (N, H, W) uint8 last-frame masks of
+                                                                  the hidden split, natural id order
+    generator.yaml                                                the settings the root was made with
+
+Every video depends only on (seed, video id), never on the worker count or the order of work.
+Each video is written into a `.tmp-` folder and renamed when complete, so an interrupted run
+leaves no half-written video; re-running skips finished videos and deletes the leftovers.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from PIL import Image
+from tqdm import tqdm
+
+from tools.errors import UserError
+from tools.generator.scene import GeneratorSettings, SceneSpec, sample_scene
+
+SPLITS = ("train", "val", "unlabeled", "hidden")
+LABELED_SPLITS = ("train", "val")
+TEMP_PREFIX = ".tmp-"
+SETTINGS_FILE = "generator.yaml"
+HIDDEN_TRUTH_DIR = "hidden_truth"
+HIDDEN_MASKS_FILE = "hidden_masks.pt"
+# Settings that do not change what is written, so a root may be resumed with other values.
+NON_CONTENT_KEYS = ("workers",)
+NON_CONTENT_RENDER_KEYS = ("gl",)
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings
+# ----------------------------------------------------------------------------------------------
+def settings_from_config(cfg: DictConfig | dict | GeneratorSettings | None) -> GeneratorSettings:
+    """Validate a generator config (missing keys take the defaults) into `GeneratorSettings`."""
+    if isinstance(cfg, GeneratorSettings):
+        settings = cfg
+    else:
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(GeneratorSettings), cfg or {})
+            settings = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as error:
+            raise UserError(f"Bad generator config (configs/data/generate.yaml or --config_mod): "
+                            f"{error}".strip()) from error
+    _check_settings(settings)
+    return settings
+
+
+def _check_settings(s: GeneratorSettings) -> None:
+    problems = []
+    if s.height < 16 or s.width < 16:
+        problems.append(f"height={s.height}, width={s.width}: both must be at least 16")
+    if s.frames < 2:
+        problems.append(f"frames={s.frames}: must be at least 2")
+    if not 1 <= s.hidden_frames <= s.frames:
+        problems.append(f"hidden_frames={s.hidden_frames}: must be within 1..frames")
+    if not 1 <= s.min_objects <= s.max_objects <= 48:
+        problems.append(f"min_objects={s.min_objects}, max_objects={s.max_objects}: "
+                        "need 1 <= min_objects <= max_objects <= 48")
+    if s.workers < 1:
+        problems.append(f"workers={s.workers}: must be at least 1")
+    for split in SPLITS:
+        if getattr(s.counts, split) < 0:
+            problems.append(f"counts.{split} is negative")
+    sc = s.scene
+    if not 0 <= sc.speed_min <= sc.speed_max or not 0 <= sc.enter_speed_min <= sc.enter_speed_max:
+        problems.append("scene speeds: need 0 <= *_speed_min <= *_speed_max")
+    if not 0 <= sc.enter_frame_min <= sc.enter_frame_max:
+        problems.append("scene.enter_frame_min/max: need 0 <= min <= max")
+    if not sc.entering_weights or min(sc.entering_weights) < 0 or sum(sc.entering_weights) <= 0:
+        problems.append("scene.entering_weights: need non-negative weights with a positive sum")
+    if s.physics.timestep <= 0 or s.physics.frame_seconds < s.physics.timestep:
+        problems.append("physics: need 0 < timestep <= frame_seconds")
+    if problems:
+        raise UserError("Bad generator config (configs/data/generate.yaml or --config_mod): "
+                        + "; ".join(problems))
+
+
+def _content_settings(settings: GeneratorSettings) -> dict:
+    """The settings that determine the written files (compared when resuming a root)."""
+    content = OmegaConf.to_container(OmegaConf.structured(settings))
+    for key in NON_CONTENT_KEYS:
+        content.pop(key)
+    for key in NON_CONTENT_RENDER_KEYS:
+        content["render"].pop(key)
+    return content
+
+
+def _claim_root(root: Path, settings: GeneratorSettings) -> None:
+    """Record the settings in the root, refusing a root made with different ones."""
+    path = root / SETTINGS_FILE
+    wanted = _content_settings(settings)
+    if path.exists():
+        found = OmegaConf.to_container(OmegaConf.load(path))
+        if found != wanted:
+            raise UserError(f"{path} records different generator settings than requested, so "
+                            "resuming would mix two datasets. Use a new --data_path, or the "
+                            "settings recorded in that file.")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(wanted)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning and rendering one video
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoJob:
+    split: str
+    video_id: int
+
+
+def plan_videos(settings: GeneratorSettings) -> list[VideoJob]:
+    """All videos of the dataset, ids continuing from one split to the next."""
+    jobs, next_id = [], 0
+    for split in SPLITS:
+        count = getattr(settings.counts, split)
+        jobs.extend(VideoJob(split, next_id + i) for i in range(count))
+        next_id += count
+    return jobs
+
+
+def scene_for(settings: GeneratorSettings, video_id: int) -> SceneSpec:
+    """The scene of a video: a function of (seed, video id) alone."""
+    return sample_scene(np.random.default_rng([settings.seed, video_id]), settings)
+
+
+def render_video(settings: GeneratorSettings, video_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB frames (T, H, W, 3) and masks (T, H, W), both uint8, of one video.
+
+    The calling process must have run `render.configure_process` before importing mujoco.
+    """
+    from tools.generator.render import simulate_and_render
+
+    return simulate_and_render(scene_for(settings, video_id), settings)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+def video_dir(root: Path, job: VideoJob) -> Path:
+    return root / job.split / f"video_{job.video_id}"
+
+
+def hidden_truth_path(root: Path, video_id: int) -> Path:
+    return root / HIDDEN_TRUTH_DIR / f"video_{video_id}.npy"
+
+
+def video_done(root: Path, job: VideoJob) -> bool:
+    """Whether a video (and, for hidden videos, its truth mask) was completely written."""
+    done = video_dir(root, job).is_dir()
+    if job.split == "hidden":
+        done = done and hidden_truth_path(root, job.video_id).is_file()
+    return done
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(TEMP_PREFIX + path.name)
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(TEMP_PREFIX + path.name)
+    with open(temp, "wb") as handle:
+        np.save(handle, array)
+    os.replace(temp, path)
+
+
+def write_video(root: Path, settings: GeneratorSettings, job: VideoJob) -> None:
+    """Render one video and write it atomically in its split's format."""
+    rgb, masks = render_video(settings, job.video_id)
+    final = video_dir(root, job)
+    temp = final.with_name(TEMP_PREFIX + final.name)
+    if temp.exists():
+        shutil.rmtree(temp)
+    temp.mkdir(parents=True)
+    frames = settings.hidden_frames if job.split == "hidden" else settings.frames
+    for index in range(frames):
+        Image.fromarray(rgb[index]).save(temp / f"image_{index}.png", format="PNG")
+    if job.split in LABELED_SPLITS:
+        np.save(temp / "mask.npy", masks)
+    if job.split == "hidden":  # the truth first: a hidden video folder implies its truth exists
+        _save_npy_atomic(hidden_truth_path(root, job.video_id), masks)
+    if final.exists():  # a hidden video whose truth was missing: rewrite both
+        shutil.rmtree(final)
+    os.replace(temp, final)
+
+
+def clean_temporaries(root: Path) -> int:
+    """Delete what an interrupted run left half-written; returns how many entries went."""
+    removed = 0
+    for folder in [root / split for split in SPLITS] + [root / HIDDEN_TRUTH_DIR, root]:
+        if not folder.is_dir():
+            continue
+        for entry in folder.glob(TEMP_PREFIX + "*"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            removed += 1
+    return removed
+
+
+def write_hidden_masks(root: Path, settings: GeneratorSettings) -> Path | None:
+    """Stack the hidden videos' last-frame masks, natural id order, into hidden_masks.pt."""
+    import torch
+
+    hidden = [job for job in plan_videos(settings) if job.split == "hidden"]
+    if not hidden:
+        return None
+    last_frames = [np.load(hidden_truth_path(root, job.video_id))[-1] for job in hidden]
+    path = root / HIDDEN_MASKS_FILE
+    temp = path.with_name(TEMP_PREFIX + path.name)
+    torch.save(torch.from_numpy(np.stack(last_frames)), temp)
+    os.replace(temp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Parallel driver
+# ----------------------------------------------------------------------------------------------
+_worker_settings: GeneratorSettings | None = None
+_worker_root: Path | None = None
+
+
+def _init_worker(backend: str, settings: GeneratorSettings, root: str | None) -> None:
+    from tools.generator.render import configure_process
+
+    global _worker_settings, _worker_root
+    configure_process(backend)
+    _worker_settings = settings
+    _worker_root = Path(root) if root is not None else None
+
+
+def _write_job(job: VideoJob) -> VideoJob:
+    write_video(_worker_root, _worker_settings, job)
+    return job
+
+
+def _render_job(video_id: int) -> tuple[int, np.ndarray, np.ndarray]:
+    rgb, masks = render_video(_worker_settings, video_id)
+    return video_id, rgb, masks
+
+
+def worker_pool(settings: GeneratorSettings, workers: int, root: Path | None = None):
+    """A pool of fresh (spawned) processes set up for offscreen rendering."""
+    from tools.generator.render import select_gl_backend
+
+    backend = select_gl_backend(settings.render.gl)
+    context = multiprocessing.get_context("spawn")  # a fresh process: MUJOCO_GL not yet read
+    return context.Pool(workers, initializer=_init_worker,
+                        initargs=(backend, settings, None if root is None else str(root)))
+
+
+def render_videos(settings: GeneratorSettings, video_ids: list[int], workers: int = 1):
+    """Yield (video_id, rgb, masks) for the given ids, rendered in worker processes, in order."""
+    with worker_pool(settings, workers) as pool:
+        yield from pool.imap(_render_job, video_ids)
+
+
+def generate_dataset(cfg, out_root: str | os.PathLike, workers: int | None = None) -> dict:
+    """Generate (or finish generating) a dataset under `out_root`; returns a small summary."""
+    settings = settings_from_config(cfg)
+    workers = settings.workers if workers is None else workers
+    if workers < 1:
+        raise UserError(f"workers={workers}: must be at least 1")
+    root = Path(out_root)
+    _claim_root(root, settings)
+    removed = clean_temporaries(root)
+    for split in SPLITS:
+        (root / split).mkdir(exist_ok=True)
+    jobs = plan_videos(settings)
+    pending = [job for job in jobs if not video_done(root, job)]
+    if pending:
+        with worker_pool(settings, min(workers, len(pending)), root) as pool:
+            progress = tqdm(pool.imap_unordered(_write_job, pending), total=len(pending),
+                            desc=f"generate {root}", unit="video")
+            for _ in progress:
+                pass
+    write_hidden_masks(root, settings)
+    return {"videos": len(jobs), "written": len(pending), "skipped": len(jobs) - len(pending),
+            "temporaries_removed": removed}
+
+
+def run_generate(cfg, data_path: str) -> None:
+    """Entry point of `main.py --exp generate --data_path D`."""
+    if not data_path:
+        raise UserError("--exp generate needs --data_path: the folder to write the dataset to.")
+    summary = generate_dataset(cfg, data_path)
+    print(f"Generated {summary['written']} videos ({summary['skipped']} already there, "
+          f"{summary['temporaries_removed']} leftovers removed) in {data_path}")

@@ -1,0 +1,127 @@
+"""Offscreen OpenGL setup for MuJoCo, and simulating + rendering one scene to frames and masks.
+
+MuJoCo reads `MUJOCO_GL` once, when it is imported, so this module never imports mujoco at load
+time: call `configure_process` first (the generator's worker processes do so in their initializer).
+The backend is chosen by probing each candidate in a fresh subprocess (EGL, then OSMesa).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from functools import lru_cache
+
+import numpy as np
+
+from tools.errors import UserError
+from tools.generator.scene import GeneratorSettings, SceneSpec, build_mjcf
+
+GL_BACKENDS = ("egl", "osmesa")
+
+_PROBE = """
+import mujoco
+model = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size="1"/></worldbody></mujoco>')
+renderer = mujoco.Renderer(model, 16, 16)
+renderer.update_scene(mujoco.MjData(model))
+renderer.render()
+"""
+
+INSTALL_HINT = ("Install an offscreen OpenGL library: `apt-get install libegl1 libgl1-mesa-dri` "
+                "(EGL) or `apt-get install libosmesa6` (OSMesa), or pick one with "
+                "--config_mod render.gl=egl|osmesa.")
+
+
+@lru_cache(maxsize=None)
+def backend_works(backend: str) -> tuple[bool, str]:
+    """Whether MuJoCo renders with this MUJOCO_GL value (tried in a fresh process), and why not."""
+    env = dict(os.environ, MUJOCO_GL=backend, LP_NUM_THREADS="1")
+    env.pop("PYOPENGL_PLATFORM", None)  # mujoco sets it to match MUJOCO_GL
+    try:
+        result = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                                text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return False, "timed out"
+    last_line = (result.stderr.strip().splitlines() or [""])[-1]
+    return result.returncode == 0, last_line
+
+
+def select_gl_backend(preferred: str = "auto") -> str:
+    """The MUJOCO_GL value to use: `preferred` if it renders, else the first of egl, osmesa."""
+    if preferred not in ("auto", *GL_BACKENDS):
+        raise UserError(f"render.gl={preferred!r} is not one of auto, egl, osmesa.")
+    candidates = GL_BACKENDS if preferred == "auto" else (preferred,)
+    failures = []
+    for backend in candidates:
+        ok, reason = backend_works(backend)
+        if ok:
+            return backend
+        failures.append(f"MUJOCO_GL={backend}: {reason}")
+    raise UserError("MuJoCo cannot render offscreen here (" + "; ".join(failures) + "). "
+                    + INSTALL_HINT)
+
+
+def configure_process(backend: str) -> None:
+    """Set the environment a rendering process needs; must run before mujoco is imported."""
+    if "mujoco" in sys.modules and os.environ.get("MUJOCO_GL") != backend:
+        raise RuntimeError("mujoco was imported before configure_process; MUJOCO_GL is fixed")
+    os.environ["MUJOCO_GL"] = backend
+    os.environ.pop("PYOPENGL_PLATFORM", None)
+    # llvmpipe (software GL) is fastest with one thread per process and one process per core.
+    os.environ["LP_NUM_THREADS"] = "1"
+
+
+def geom_class_lookup(model, class_ids: list[int]) -> np.ndarray:
+    """Table from MuJoCo geom id (+1, so that -1 = background lands at 0) to class id."""
+    import mujoco
+
+    table = np.zeros(model.ngeom + 1, dtype=np.uint8)
+    for index, cid in enumerate(class_ids):
+        table[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"obj{index}") + 1] = cid
+    return table
+
+
+def segmentation_to_classes(segmentation: np.ndarray, lookup: np.ndarray) -> np.ndarray:
+    """(H, W, 2) MuJoCo segmentation (object id, object type) -> (H, W) uint8 class ids."""
+    import mujoco
+
+    ids, types = segmentation[..., 0], segmentation[..., 1]
+    is_geom = (types == int(mujoco.mjtObj.mjOBJ_GEOM)) & (ids >= 0)
+    return np.where(is_geom, lookup[np.clip(ids + 1, 0, len(lookup) - 1)], 0).astype(np.uint8)
+
+
+def _launch(model, data, body_index: int, velocity: tuple[float, float]) -> None:
+    """Give an object's free joint a horizontal velocity (qvel starts with the linear part)."""
+    body = model.body(f"obj{body_index}").id
+    dof = model.jnt_dofadr[model.body_jntadr[body]]
+    data.qvel[dof:dof + 2] = velocity
+
+
+def simulate_and_render(spec: SceneSpec, settings: GeneratorSettings, frames: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Run the physics and render every frame.
+
+    Returns RGB frames (T, H, W, 3) uint8 and class-id masks (T, H, W) uint8.
+    """
+    import mujoco
+
+    frames = settings.frames if frames is None else frames
+    model = mujoco.MjModel.from_xml_string(build_mjcf(spec, settings))
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    lookup = geom_class_lookup(model, [o.class_id for o in spec.objects])
+    steps_per_frame = max(1, round(settings.physics.frame_seconds / settings.physics.timestep))
+    rgb = np.empty((frames, settings.height, settings.width, 3), dtype=np.uint8)
+    masks = np.empty((frames, settings.height, settings.width), dtype=np.uint8)
+    with mujoco.Renderer(model, settings.height, settings.width) as renderer:
+        for frame in range(frames):
+            for index, obj in enumerate(spec.objects):
+                if obj.launch_frame == frame and obj.velocity != (0.0, 0.0):
+                    _launch(model, data, index, obj.velocity)
+            if frame > 0:
+                mujoco.mj_step(model, data, nstep=steps_per_frame)
+            renderer.update_scene(data, camera="view")
+            renderer.disable_segmentation_rendering()
+            rgb[frame] = renderer.render()
+            renderer.enable_segmentation_rendering()
+            masks[frame] = segmentation_to_classes(renderer.render(), lookup)
+    return rgb, masks
