@@ -116,6 +116,7 @@ class Discriminators(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> list[torch.Tensor]:
         """Clips [B, T, 3, H, W] -> list of logit maps (frame discriminator first)."""
+        clips = clips.float()  # bf16 decoder output may arrive outside autocast; autocast re-casts as it needs
         logits = []
         if self.frame is not None:
             logits.append(self.frame(rearrange(clips, "b t c h w -> (b t) c h w")))
