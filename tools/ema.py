@@ -1,0 +1,82 @@
+"""Exponential moving average of model weights, used for sampling.
+
+Shadow copies are float32 whatever the training dtype, keyed by the unwrapped module's names so
+a checkpoint written under DDP loads on one device and back. Buffers (e.g. norm statistics) are
+copied, not averaged.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tools.errors import UserError
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / DataParallel / torch.compile wrappers (no-op otherwise)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class EMA:
+    """shadow <- decay * shadow + (1 - decay) * param after each optimizer step.
+
+    With warmup, the decay used at update n is min(decay, (1 + n) / (10 + n)) so early, random
+    weights are forgotten quickly.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = False) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise UserError(f"train.ema_decay={decay} must lie in [0, 1).")
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+        self.n_updates = 0
+        model = unwrap(model)
+        self.shadow = {k: v.detach().float().clone() for k, v in model.named_parameters()}
+        self.buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.n_updates) / (10 + self.n_updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = self.current_decay()
+        model = unwrap(model)
+        for name, param in model.named_parameters():
+            self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
+        for name, buffer in model.named_buffers():
+            self.buffers[name].copy_(buffer.detach())
+        self.n_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Write the averaged weights into `model` (keep a copy of the live weights if you need them)."""
+        model = unwrap(model)
+        for name, param in model.named_parameters():
+            param.copy_(self.shadow[name].to(param.dtype))
+        for name, buffer in model.named_buffers():
+            buffer.copy_(self.buffers[name])
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "warmup": self.warmup, "n_updates": self.n_updates,
+                "shadow": dict(self.shadow), "buffers": dict(self.buffers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = set(self.shadow) ^ set(state["shadow"])
+        if missing:
+            raise UserError(
+                f"EMA weights in the checkpoint do not match the model ({len(missing)} names differ, "
+                f"e.g. {sorted(missing)[:3]}): the checkpoint was written for another model config."
+            )
+        self.decay, self.warmup, self.n_updates = float(state["decay"]), bool(state["warmup"]), int(state["n_updates"])
+        for name, value in state["shadow"].items():
+            self.shadow[name] = value.detach().float().clone().to(self.shadow[name].device)
+        for name, value in state["buffers"].items():
+            self.buffers[name] = value.detach().clone().to(self.buffers[name].device)
