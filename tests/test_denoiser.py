@@ -1,4 +1,6 @@
 """The set-conditioned video denoiser: shapes, masking, set semantics, and learning on a tiny batch."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -148,3 +150,25 @@ def test_loss_falls_on_a_fixed_tiny_batch():
         optimizer.step()
     after = evaluate()
     assert after < 0.6 * before, (before, after)
+
+
+@pytest.mark.parametrize("name", ["base", "tiny"])
+def test_configs_build_the_model_diffusion_and_frame_sets(name):
+    from omegaconf import OmegaConf
+
+    from tools.frame_sets import sample_frame_sets
+    from tools.strategies import get_strategy
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / f"configs/latent-diffusion/{name}.yaml")
+    assert set(cfg) == {"model", "diffusion", "frames", "train", "inference"}
+    diffusion = GaussianDiffusion.from_config(cfg.diffusion)
+    assert diffusion.n_steps == cfg.diffusion.n_steps and cfg.diffusion.sampler in ("ddim", "ddpm")
+    obs_idx, tgt_idx, _ = sample_frame_sets(torch.Generator().manual_seed(0), **cfg.frames)
+    assert tgt_idx.shape == (cfg.frames.n_tgt,) and obs_idx.shape == (cfg.frames.n_obs_max,)
+    assert get_strategy(cfg.inference.strategy).steps()[-1][1][-1] == 21
+    if name == "tiny":  # base is 70M parameters: building it is too slow for a unit test
+        model = VideoDenoiser.from_config(cfg.model, channels=C, static_channels=CS)
+        cond = make_cond(obs_idx.tolist(), tgt_idx.tolist())
+        assert model(torch.randn(2, len(tgt_idx), C, 8, 12), torch.rand(2), cond).shape == (2, len(tgt_idx), C, 8, 12)
+    with pytest.raises(UserError, match="model section"):
+        VideoDenoiser.from_config(cfg.model, channels=C, static_channels=CS, widht=3)

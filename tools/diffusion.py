@@ -10,7 +10,7 @@ directly: callers feed it `noise_level(t) = t / N` in [0, 1) so one network work
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -67,6 +67,11 @@ class GaussianDiffusion:
         self.n_steps = int(n_steps)
         self.prediction = prediction
         self.alphas_cumprod = make_alphas_cumprod(schedule, self.n_steps)
+
+    @classmethod
+    def from_config(cls, diffusion_config: Any) -> "GaussianDiffusion":
+        """From the config's `diffusion` section (sampler keys are read by the caller)."""
+        return cls(diffusion_config["schedule"], int(diffusion_config["n_steps"]), diffusion_config["prediction"])
 
     def noise_level(self, t: Tensor) -> Tensor:
         """What the network is told about the noise: t / N as float32 in [0, 1)."""
