@@ -172,3 +172,30 @@ def test_configs_build_the_model_diffusion_and_frame_sets(name):
         assert model(torch.randn(2, len(tgt_idx), C, 8, 12), torch.rand(2), cond).shape == (2, len(tgt_idx), C, 8, 12)
     with pytest.raises(UserError, match="model section"):
         VideoDenoiser.from_config(cfg.model, channels=C, static_channels=CS, widht=3)
+
+
+def test_a_strategy_plan_samples_end_to_end_deterministically_per_seed():
+    from tools.samplers import ddim_sample, model_denoiser
+    from tools.strategies import get_strategy, run_plan
+
+    model = randomise_zero_layers(tiny_model())
+    diffusion = GaussianDiffusion("cosine", 1000, "v")
+    g = torch.Generator().manual_seed(0)
+    known = {i: torch.randn(2, C, 8, 12, generator=g) for i in range(11)}
+    static = torch.randn(2, CS, 8, 12, generator=g)
+
+    def predict(seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+
+        def generate(obs_idx, tgt_idx, obs):
+            cond = DenoiserCond(obs, torch.tensor(obs_idx).expand(2, -1), torch.tensor(tgt_idx).expand(2, -1),
+                                torch.ones(2, len(obs_idx), dtype=torch.bool), static)
+            x_T = torch.randn(2, len(tgt_idx), C, 8, 12, generator=generator)
+            return ddim_sample(model_denoiser(model, diffusion, cond, 1.5), x_T, diffusion, steps=4, eta=0.0)
+
+        with torch.no_grad():
+            return run_plan(get_strategy("hierarchical", n_keyframes=3).steps(), known, generate)[21]
+
+    first = predict(0)
+    assert first.shape == (2, C, 8, 12) and torch.isfinite(first).all()
+    assert torch.equal(first, predict(0)) and not torch.equal(first, predict(1))

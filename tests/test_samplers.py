@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tools.diffusion import GaussianDiffusion
-from tools.samplers import cfg_denoise, ddim_sample, ddpm_sample, respaced_timesteps
+from tools.samplers import cfg_denoise, ddim_sample, ddpm_sample, model_denoiser, respaced_timesteps
 
 MU, STD = 1.5, 0.5  # toy data x0 ~ N(MU, STD^2), per coordinate
 N_SAMPLES = 4000
@@ -113,3 +113,24 @@ def test_cfg_combines_conditional_and_unconditional_outputs():
     assert torch.equal(cfg_denoise(model_fn, 2.0, 1.0, 1.0)(x, t), torch.full((2, 3), 2.0))
     assert torch.equal(cfg_denoise(model_fn, 2.0, 1.0, 0.0)(x, t), torch.full((2, 3), 1.0))
     assert torch.equal(cfg_denoise(model_fn, 2.0, 1.0, 3.0)(x, t), torch.full((2, 3), 4.0))  # 1 + 3*(2-1)
+
+
+def test_model_denoiser_maps_timesteps_to_noise_levels_and_guides():
+    class Cond:
+        def __init__(self, value):
+            self.value = value
+
+        def unconditional(self):
+            return Cond(0.0)
+
+    schedule = GaussianDiffusion("cosine", 1000, "eps")
+    seen = []
+
+    def model(x, noise_level, cond):
+        seen.append(noise_level)
+        return torch.full_like(x, cond.value)
+
+    x, t = torch.zeros(2, 3), torch.tensor([500, 250])
+    out = model_denoiser(model, schedule, Cond(1.0), guidance_scale=2.0)(x, t)
+    assert torch.equal(out, torch.full((2, 3), 2.0))  # 0 + 2 * (1 - 0)
+    assert torch.allclose(seen[0], torch.tensor([0.5, 0.25]))

@@ -1,8 +1,9 @@
 """Inference strategies yield the exact (observed, target) index sequences (0-based)."""
 import pytest
+import torch
 
 from tools.errors import UserError
-from tools.strategies import STRATEGIES, get_strategy
+from tools.strategies import STRATEGIES, get_strategy, run_plan
 
 OBS = list(range(11))
 
@@ -62,3 +63,19 @@ def test_bad_requests_are_user_errors():
         get_strategy("skip").steps(22, range(11), 22)
     with pytest.raises(UserError, match="invalid"):
         get_strategy("skip", k=3)
+
+
+def test_run_plan_feeds_generated_frames_into_later_steps():
+    known = {i: torch.full((2, 1, 1, 1), float(i)) for i in range(11)}
+    calls = []
+
+    def generate(obs_idx, tgt_idx, obs):
+        calls.append((obs_idx, tgt_idx))
+        assert [obs[0, k].item() for k in range(len(obs_idx))] == [float(i) for i in obs_idx]
+        return torch.stack([torch.full((2, 1, 1, 1), float(i)) for i in tgt_idx], dim=1)
+
+    frames = run_plan(get_strategy("skip").steps(), known, generate)
+    assert sorted(frames) == list(range(11)) + [12, 14, 16, 18, 20, 21]
+    assert frames[21][0].item() == 21.0 and len(calls) == 6
+    with pytest.raises(ValueError, match="neither observed nor generated"):
+        run_plan([([30], [31])], known, generate)

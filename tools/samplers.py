@@ -118,6 +118,18 @@ def cfg_denoise(model_fn: Callable[[Tensor, Tensor, Any], Tensor], cond: Any, un
     return guided
 
 
+def model_denoiser(model: Callable[..., Tensor], schedule: Any, cond: Any, guidance_scale: float = 1.0) -> Denoise:
+    """denoise(x_t, t) for the samplers from a network model(x, noise_level, cond) (models/denoiser.py).
+
+    The unconditional branch of guidance is `cond.unconditional()` (every observed frame masked).
+    """
+    def model_fn(x: Tensor, t: Tensor, c: Any) -> Tensor:
+        return model(x, schedule.noise_level(t), c)
+
+    uncond = cond.unconditional() if guidance_scale != 1.0 else None
+    return cfg_denoise(model_fn, cond, uncond, guidance_scale)
+
+
 def sample(denoise: Denoise, x_T: Tensor, schedule: Any, sampler: str, steps: int | None,
            eta: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """Dispatch on the config's diffusion.sampler name ('ddpm' or 'ddim')."""

@@ -7,7 +7,10 @@ The competition case is observed 0-10 (frames 1-11) and target 21 (frame 22).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
 
 from tools.errors import UserError
 
@@ -140,3 +143,21 @@ def get_strategy(name: str, **kwargs):
         return STRATEGIES[name](**kwargs)
     except TypeError as error:
         raise UserError(f"inference options for strategy {name!r} are invalid: {error}") from error
+
+
+def run_plan(plan: Plan, known: dict[int, Tensor], generate: Callable[[list[int], list[int], Tensor], Tensor]) -> dict[int, Tensor]:
+    """Execute a plan: known maps frame index -> [B, C, h, w]; returns it completed with every target.
+
+    generate(obs_idx, tgt_idx, obs [B, To, C, h, w]) -> [B, Tt, C, h, w] is one conditional sampling run
+    (e.g. a DDIM sample of the denoiser with a DenoiserCond built from these sets).
+    """
+    frames = dict(known)
+    for obs_idx, tgt_idx in plan:
+        missing = [i for i in obs_idx if i not in frames]
+        if missing:
+            raise ValueError(f"plan step conditions on frames {missing} that are neither observed nor generated")
+        generated = generate(obs_idx, tgt_idx, torch.stack([frames[i] for i in obs_idx], dim=1))
+        if generated.shape[1] != len(tgt_idx):
+            raise ValueError(f"generate returned {generated.shape[1]} frames for targets {tgt_idx}")
+        frames.update({i: generated[:, k] for k, i in enumerate(tgt_idx)})
+    return frames
