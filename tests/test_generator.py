@@ -235,3 +235,21 @@ def test_calibration_figures_of_a_known_motion():
         copy_frame_jaccard(masks))
     still = np.repeat(masks[:1], 22, axis=0)
     assert copy_frame_jaccard(still) == pytest.approx(1.0)
+
+
+def test_metal_is_shinier_than_rubber(tiny_root):
+    # Highlights: the brightest pixels of a metal object stand further above its median.
+    shine = {0: [], 1: []}
+    for split in ("train", "val"):
+        for folder in (tiny_root / split).iterdir():
+            masks = np.load(folder / "mask.npy")
+            for t in (0, 21):
+                with Image.open(folder / f"image_{t}.png") as image:
+                    luminance = np.asarray(image, dtype=float).mean(-1)
+                for cid in set(np.unique(masks[t]).tolist()) - {0}:
+                    values = luminance[masks[t] == cid]
+                    if len(values) >= 80:
+                        ratio = np.percentile(values, 98) / max(np.median(values), 1.0)
+                        shine[class_parts(cid)[1]].append(ratio)
+    assert len(shine[0]) >= 5 and len(shine[1]) >= 5
+    assert np.mean(shine[0]) > np.mean(shine[1]) + 0.1

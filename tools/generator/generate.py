@@ -112,8 +112,12 @@ def _claim_root(root: Path, settings: GeneratorSettings) -> None:
                             "resuming would mix two datasets. Use a new --data_path, or the "
                             "settings recorded in that file.")
         return
-    root.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(wanted)))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(wanted)))
+    except OSError as error:
+        raise UserError(f"Cannot write the dataset to {root} ({error}); pass a writable "
+                        "--data_path.") from error
 
 
 # ----------------------------------------------------------------------------------------------

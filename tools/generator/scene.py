@@ -52,10 +52,10 @@ class CameraSettings:
 class SceneSettings:
     object_size: float = 0.35           # sphere radius; cubes and cylinders are scaled alike
     static_probability: float = 0.6     # chance that an object in view at frame 1 stands still
-    speed_min: float = 1.8              # m/s of objects moving from the first frame
-    speed_max: float = 4.0
+    speed_min: float = 2.0              # m/s of objects moving from the first frame
+    speed_max: float = 4.5
     enter_speed_min: float = 2.5        # m/s of objects launched into the view
-    enter_speed_max: float = 4.0
+    enter_speed_max: float = 4.5
     entering_weights: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.3])  # P(0,1,2 enter)
     enter_frame_min: int = 1            # launch frame range (0-based, inclusive)
     enter_frame_max: int = 14
@@ -266,8 +266,8 @@ def _geom_shape(shape: int, size: float) -> tuple[str, list[float], float]:
 # The real frames are much less saturated than CLEVR's palette: measured on the real samples,
 # rubber renders at about 0.34 * palette + 45 (0..255). Base colours are chosen to land there.
 PALETTE_GAIN, PALETTE_OFFSET = 0.34, 45.0
-RUBBER_SHADING = 0.72        # rendered / base colour of lit rubber under our lights, measured
-METAL_DARKENING = 0.7        # metal reads as metal only with a darker base (plus specular)
+RUBBER_SHADING = 0.76        # rendered / base colour of lit rubber under our lights, measured
+METAL_DARKENING = 0.8        # metal reads as metal only with a darker base (plus specular)
 
 
 def base_rgb(color: int, material: int) -> np.ndarray:
@@ -299,22 +299,25 @@ def _body_xml(index: int, obj: ObjectSpec, size: float, friction: float) -> str:
 
 
 # Key light from the right and slightly behind the scene: shadows fall left and toward the camera,
-# as in the real data. One shadow-casting light, because each one costs a shadow-map pass.
-KEY_LIGHT_DIRECTIONS = ((-0.42, -0.26, -0.87),)
-KEY_LIGHT_DIFFUSE = 0.44
-FILL_LIGHT = ((0.5, 0.6, -0.6), 0.12)
+# as in the real data. One shadow-casting light, because each one costs a shadow-map pass; its
+# large bulb radius softens the shadow edges as in the real frames.
+KEY_LIGHT_DIRECTIONS = ((-0.58, -0.32, -0.75),)
+KEY_LIGHT_DIFFUSE = 0.32
+FILL_LIGHT = ((0.0, -3.0, 4.0), 0.3)
 
 
 def _lights_xml(center: np.ndarray) -> str:
     lights = []
     for index, direction in enumerate(KEY_LIGHT_DIRECTIONS):
         d = np.asarray(direction)
-        lights.append(f'<light name="key{index}" directional="true" castshadow="true" '
+        lights.append(f'<light name="key{index}" directional="true" castshadow="true" bulbradius="1.5" '
                       f'pos="{_fmt(center - 10 * d)}" dir="{_fmt(d)}" '
                       f'diffuse="{_fmt([KEY_LIGHT_DIFFUSE] * 3)}" specular="0.3 0.3 0.3"/>')
-    d, diffuse = np.asarray(FILL_LIGHT[0]), FILL_LIGHT[1]
-    lights.append(f'<light name="fill" directional="true" castshadow="false" '
-                  f'pos="{_fmt(center - 10 * d)}" dir="{_fmt(d)}" '
+    # A point light above the near floor: light falls off toward the far (top) edge, as in the
+    # real frames.
+    position, diffuse = np.asarray(FILL_LIGHT[0]), FILL_LIGHT[1]
+    lights.append(f'<light name="fill" directional="false" castshadow="false" '
+                  f'pos="{_fmt(position)}" dir="0 0 -1" cutoff="180" attenuation="1 0.15 0" '
                   f'diffuse="{_fmt([diffuse] * 3)}" specular="0 0 0"/>')
     return "\n    ".join(lights)
 
@@ -338,12 +341,12 @@ def build_mjcf(spec: SceneSpec, settings: GeneratorSettings) -> str:
   <statistic center="{_fmt(view_center)}" extent="{view_extent:.6g}"/>
   <visual>
     <quality shadowsize="{r.shadow_size}" offsamples="{r.offsamples}"/>
-    <headlight ambient="0.4 0.4 0.4" diffuse="0.2 0.2 0.2" specular="0.05 0.05 0.05"/>
+    <headlight ambient="0.45 0.45 0.45" diffuse="0.2 0.2 0.2" specular="0.05 0.05 0.05"/>
     <map znear="0.01" zfar="4" shadowclip="2"/>
     <global offwidth="{max(settings.width, 64)}" offheight="{max(settings.height, 64)}"/>
   </visual>
   <asset>
-    <material name="floor" rgba="0.52 0.52 0.52 1" specular="0.05" shininess="0.05"/>
+    <material name="floor" rgba="0.555 0.555 0.555 1" specular="0.05" shininess="0.05"/>
     {materials}
   </asset>
   <worldbody>
