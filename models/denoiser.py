@@ -48,6 +48,11 @@ class DenoiserCond:
         """The same sets with every observed frame masked (for classifier-free guidance)."""
         return replace(self, obs_keep=torch.zeros_like(self.obs_keep))
 
+    def to(self, device: torch.device | str) -> "DenoiserCond":
+        """Every tensor moved to `device` (the model's), e.g. after building the sets on the CPU."""
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return DenoiserCond(move(self.obs), move(self.obs_idx), move(self.tgt_idx), move(self.obs_keep), move(self.static))
+
     def repeat_interleave(self, n: int) -> "DenoiserCond":
         """Each sample repeated n times along the batch (n samples per video)."""
         rep = lambda x: None if x is None else x.repeat_interleave(n, dim=0)  # noqa: E731

@@ -60,6 +60,8 @@ def test_output_matches_the_noisy_targets_shape(obs_idx, tgt_idx, h, w):
     x = torch.randn(2, len(tgt_idx), C, h, w)
     out = model(x, torch.rand(2), cond)
     assert out.shape == x.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+    repeated = cond.to("cpu").repeat_interleave(3)
+    assert repeated.obs.shape[0] == 6 and torch.equal(repeated.tgt_idx[1], cond.tgt_idx[0])
 
 
 def test_pixel_mode_and_spade_mode_run():
