@@ -89,3 +89,24 @@ def test_real_statistics_are_cached_by_name(tmp_path: Path, extractor):
 def test_too_few_frames_is_a_user_error(extractor):
     with pytest.raises(UserError, match="at least 9 frames"):
         extractor(torch.zeros(1, 8, 3, 16, 16))
+
+
+def test_script_on_tensor_and_frame_folders(tmp_path, capsys, monkeypatch, extractor):
+    from PIL import Image
+
+    from evals import eval_fvd
+
+    monkeypatch.setattr(eval_fvd, "I3DFeatures", lambda *args, **kwargs: extractor)  # reuse loaded weights
+    torch.save(torch.full((1, 9, 3, 16, 16), 255, dtype=torch.uint8), tmp_path / "white.pt")
+    video = tmp_path / "real" / "video_0"
+    video.mkdir(parents=True)
+    for frame in range(9):
+        Image.new("RGB", (16, 16)).save(video / f"image_{frame}.png")
+    torch.save(torch.zeros(1, 9, 3, 16, 16, dtype=torch.uint8), tmp_path / "black.pt")
+    results = []
+    for real in ("black.pt", "real"):
+        assert eval_fvd.main([str(tmp_path / "white.pt"), str(tmp_path / real), "--device", "cpu"]) == 0
+        results.append(float(capsys.readouterr().out.splitlines()[-1]))
+    assert results[0] == pytest.approx(results[1]) and results[0] > 100
+    assert eval_fvd.main([str(tmp_path / "white.pt"), str(tmp_path / "real"), "--num_frames", "12"]) == 2
+    assert "--num_frames 12" in capsys.readouterr().err

@@ -66,3 +66,17 @@ def test_paired_files_need_matching_names(tmp_path):
     (tmp_path / "b" / "f3.png").write_bytes(b"")
     with pytest.raises(UserError, match="f3.png"):
         paired_image_files(tmp_path / "a", tmp_path / "b")
+
+
+def test_script_reports_means(tmp_path, capsys):
+    from PIL import Image
+
+    from evals import eval_psnr_ssim
+
+    for folder, value in (("a", 100), ("b", 151)):  # offset 51/255 = 0.2 -> PSNR 13.98 dB
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (16, 16), (value, value, value)).save(tmp_path / folder / "frame_0.png")
+    assert eval_psnr_ssim.main([str(tmp_path / "a"), str(tmp_path / "b"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert float(out[-2].split()[-1]) == pytest.approx(-10 * math.log10(0.04), abs=1e-3)
+    assert 0.0 < float(out[-1].split()[-1]) < 1.0

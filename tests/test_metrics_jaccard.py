@@ -67,3 +67,24 @@ def test_bad_masks_are_user_errors():
         jaccard_score(PRED + 49, TRUE)
     with pytest.raises(UserError, match="dtype"):
         jaccard_score(PRED.float(), TRUE)
+
+
+def test_script_scores_against_tensor_and_dataset_split(tmp_path, capsys):
+    import numpy as np
+
+    from evals import eval_jaccard
+
+    split = tmp_path / "data" / "val"
+    full_true = torch.zeros(2, 22, 2, 3, dtype=torch.uint8)
+    full_true[:, 21] = TRUE
+    for index in (10, 9):  # natural order puts video_9 before video_10
+        (split / f"video_{index}").mkdir(parents=True)
+        np.save(split / f"video_{index}" / "mask.npy", full_true[0 if index == 9 else 1].numpy())
+    torch.save(PRED, tmp_path / "submission.pt")
+    torch.save(TRUE, tmp_path / "true.pt")
+    for true in (tmp_path / "true.pt", tmp_path / "data"):
+        assert eval_jaccard.main([str(tmp_path / "submission.pt"), "--true", str(true)]) == 0
+        assert float(capsys.readouterr().out.splitlines()[-1]) == pytest.approx(55 / 96, abs=1e-6)
+    torch.save(PRED[:1], tmp_path / "short.pt")
+    assert eval_jaccard.main([str(tmp_path / "short.pt"), "--true", str(tmp_path / "true.pt")]) == 2
+    assert "1 masks" in capsys.readouterr().err

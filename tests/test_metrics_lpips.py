@@ -1,5 +1,7 @@
 """LPIPS port against the published v0.1 values and the calibration layers of the lpips wheel."""
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +75,26 @@ def test_linear_layers_equal_the_lpips_wheel(net):
 def test_unknown_net_is_a_user_error():
     with pytest.raises(UserError, match="--net"):
         LPIPS("squeeze")
+
+
+@needs_fixtures
+def test_script_prints_distance_as_last_line():
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "evals/eval_lpips.py", str(FIXTURES / "ex_ref.png"),
+                             str(FIXTURES / "ex_p1.png"), "--device", "cpu"],
+                            cwd=repo, capture_output=True, text=True, check=True)
+    assert float(result.stdout.strip().splitlines()[-1]) == pytest.approx(0.138, abs=0.002)
+
+
+@needs_fixtures
+def test_script_folders_mean_and_user_errors(tmp_path, capsys):
+    from evals import eval_lpips
+
+    for folder, name in (("a", "ex_ref"), ("b", "ex_p0")):
+        (tmp_path / folder).mkdir()
+        for frame in ("1.png", "2.png"):
+            (tmp_path / folder / frame).write_bytes((FIXTURES / f"{name}.png").read_bytes())
+    assert eval_lpips.main([str(tmp_path / "a"), str(tmp_path / "b"), "--device", "cpu"]) == 0
+    assert float(capsys.readouterr().out.splitlines()[-1]) == pytest.approx(0.722, abs=0.002)
+    assert eval_lpips.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
