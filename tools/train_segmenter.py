@@ -1,0 +1,346 @@
+"""`--exp segment`: train the per-frame segmenter, or (mode: pseudo_label) write masks for unlabeled videos.
+
+Training treats every frame of every labeled video of `data.train_splits` as an independent image, with
+random horizontal flips and mild colour jitter (no hue jitter: colour is part of the class id), CE + Dice,
+AdamW, optional EMA, bf16 autocast on GPU and DDP under torchrun. Every `train.val_every` steps the
+Jaccard index (torchmetrics, multiclass, 49 classes, as the competition scored it) over up to
+`data.val_frames` evenly spread frames of `data.val_split` is logged as `val/jaccard`, and the best
+weights so far are kept in `model_best.pth` beside `model_last.pth`.
+
+Pseudo-labels (`--config_mod mode=pseudo_label [pseudo_label.checkpoint=PATH]`) are written to
+`<run_dir>/pseudo_labels/video_<id>/mask.npy`: uint8 (frames, H, W) at the videos' own resolution, the same
+format as a labeled video's mask.npy, one folder per video of `pseudo_label.split`. The dataset itself is
+never touched; stage 1 can read them beside `<data_path>/<split>/video_<id>/` frames. Finished videos are
+skipped, so an interrupted run continues where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from models.segmenter import Segmenter, build_segmenter, load_local_encoder_weights, load_segmenter
+from tools.checkpoint import save_checkpoint
+from tools.config import to_plain
+from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_frames, resize_mask
+from tools.data.classes import NUM_CLASSES, colorize_mask
+from tools.distributed import DistContext, autocast, barrier, make_grad_scaler, unwrap, wrap_model
+from tools.errors import UserError
+from tools.loader import make_train_loader
+from tools.logger import RunLogger
+from tools.runs import LAST_CHECKPOINT, prepare_run_dir
+from tools.seg_losses import SegmentationLoss
+from tools.train_loop import seed_everything, train
+
+BEST_CHECKPOINT = "model_best.pth"
+PSEUDO_LABEL_DIR = "pseudo_labels"
+IMAGE_GRID_FRAMES = 4
+
+
+class LabeledFrames(Dataset):
+    """Every frame of every labeled video of some splits, as {'image' [3,H,W] float, 'mask' [H,W] int64}."""
+
+    def __init__(self, root: str | Path, splits: list[str], size: tuple[int, int] | None = None) -> None:
+        self.size = size
+        self.entries = [entry for split in splits for entry in ClevrerDataset(root, split).entries
+                        if entry.has_mask]
+        if not self.entries:
+            raise UserError(f"splits {list(splits)} of {root} hold no labeled video (no mask.npy); the "
+                            f"segmenter needs labeled videos: check --data_path and data.train_splits")
+        self.frames_per_video = [entry.n_frames for entry in self.entries]
+        self.offsets = np.cumsum([0] + self.frames_per_video)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        video = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        frame = index - int(self.offsets[video])
+        entry = self.entries[video]
+        image = read_frames(entry.path, [frame])
+        mask = read_mask(entry.path, entry.n_frames, tuple(image.shape[-2:]))[frame].long()
+        if self.size is not None:
+            image, mask = resize_frames(image, self.size), resize_mask(mask, self.size)
+        return {"image": image[0], "mask": mask}
+
+
+def evenly_spread(total: int, wanted: int | None) -> list[int]:
+    """`wanted` indices spread evenly over range(total) (all of them when wanted is None or >= total)."""
+    if not wanted or wanted >= total:
+        return list(range(total))
+    return sorted(set(np.linspace(0, total - 1, int(wanted)).round().astype(int).tolist()))
+
+
+def _grayscale(rgb: torch.Tensor) -> torch.Tensor:
+    weights = rgb.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (rgb * weights).sum(1, keepdim=True)
+
+
+def _uniform_factor(n: int, amount: float, like: torch.Tensor) -> torch.Tensor:
+    return 1.0 + amount * (2.0 * torch.rand(n, 1, 1, 1, device=like.device, dtype=like.dtype) - 1.0)
+
+
+def augment_batch(rgb: torch.Tensor, mask: torch.Tensor, augment: Mapping[str, Any]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal flip (the same for frame and mask) and brightness/contrast/saturation jitter."""
+    n = rgb.shape[0]
+    if augment.get("hflip", True):
+        flip = torch.rand(n, device=rgb.device) < 0.5
+        rgb = torch.where(flip.view(n, 1, 1, 1), rgb.flip(-1), rgb)
+        mask = torch.where(flip.view(n, 1, 1), mask.flip(-1), mask)
+    if augment.get("brightness", 0):
+        rgb = rgb * _uniform_factor(n, float(augment["brightness"]), rgb)
+    if augment.get("contrast", 0):
+        mean = _grayscale(rgb).mean(dim=(1, 2, 3), keepdim=True)
+        rgb = (rgb - mean) * _uniform_factor(n, float(augment["contrast"]), rgb) + mean
+    if augment.get("saturation", 0):
+        gray = _grayscale(rgb)
+        rgb = (rgb - gray) * _uniform_factor(n, float(augment["saturation"]), rgb) + gray
+    return rgb.clamp(0.0, 1.0), mask
+
+
+class SegmenterTask:
+    """The TrainTask of the segmenter: model (DDP-wrapped when distributed), AdamW, EMA, loss."""
+
+    def __init__(self, cfg: DictConfig, ctx: DistContext) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        bare = build_segmenter(cfg.model)
+        if cfg.model.get("encoder_weights_path"):
+            load_local_encoder_weights(bare.net.encoder, cfg.model.encoder_weights_path)
+        self.model = wrap_model(bare.to(ctx.device), ctx)
+        self.optimizer = torch.optim.AdamW(unwrap(self.model).parameters(), lr=float(cfg.train.lr),
+                                           weight_decay=float(cfg.train.weight_decay))
+        self.scaler = make_grad_scaler(ctx, cfg.train.get("amp"))
+        self.ema = None
+        if float(cfg.train.get("ema_decay") or 0) > 0:
+            from tools.ema import EMA  # after wrapping: DDP has broadcast rank 0's weights by now
+
+            self.ema = EMA(self.model, decay=float(cfg.train.ema_decay), warmup=True)
+        self.loss = SegmentationLoss(cfg.loss.ce_weight, cfg.loss.dice_weight)
+        self.augment = cfg.data.get("augment") or {}
+        self.best_jaccard = -1.0
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        rgb = batch["image"].to(self.ctx.device, non_blocking=True)
+        mask = batch["mask"].to(self.ctx.device, non_blocking=True)
+        rgb, mask = augment_batch(rgb, mask, self.augment)
+        self.model.train()
+        with autocast(self.ctx, self.cfg.train.get("amp")):
+            logits = self.model(rgb)
+        loss, parts = self.loss(logits.float(), mask)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return {"loss": float(loss.detach()), **parts}
+
+    def inference_model(self) -> Segmenter:
+        """The weights prediction would use: a copy holding the EMA weights, or the live model."""
+        bare = unwrap(self.model)
+        if self.ema is None:
+            return bare
+        averaged = copy.deepcopy(bare)
+        self.ema.copy_to(averaged)
+        return averaged
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "best_jaccard": float(self.best_jaccard)}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state.get("scaler") or {})
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.best_jaccard = float(state.get("best_jaccard", -1.0))
+
+
+@torch.no_grad()
+def evaluate_jaccard(model: Segmenter, loader: DataLoader, ctx: DistContext, amp: str | None = None,
+                     tta: bool = False, size: tuple[int, int] | None = None) -> float:
+    """Multiclass Jaccard (49 classes, macro over classes present) of `model` on `loader`, over all ranks."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    metric = MulticlassJaccardIndex(num_classes=NUM_CLASSES).to(ctx.device)
+    was_training = model.training
+    model.eval()
+    for batch in loader:
+        rgb = batch["image"].to(ctx.device)
+        with autocast(ctx, amp):
+            scores = model.segment(rgb, tta=tta, size=size)
+        metric.update(scores.argmax(1), batch["mask"].to(ctx.device))
+    model.train(was_training)
+    return float(metric.compute())
+
+
+class Validation:
+    """Scores the task every `train.val_every` steps and keeps the best weights in model_best.pth."""
+
+    def __init__(self, task: SegmenterTask, dataset: LabeledFrames, cfg: DictConfig, run_dir: Path,
+                 ctx: DistContext, batch_size: int) -> None:
+        self.task, self.cfg, self.run_dir, self.ctx = task, cfg, run_dir, ctx
+        chosen = evenly_spread(len(dataset), cfg.data.get("val_frames"))
+        self.grid_items = [dataset[i] for i in chosen[:IMAGE_GRID_FRAMES]] if ctx.is_main else []
+        mine = Subset(dataset, chosen[ctx.rank::ctx.world_size])
+        self.loader = DataLoader(mine, batch_size=batch_size, shuffle=False,
+                                 num_workers=int(cfg.train.get("num_workers") or 0))
+        self.val_every = int(cfg.train.val_every)
+        if self.val_every % int(cfg.train.log_every):
+            raise UserError(f"train.val_every={self.val_every} must be a multiple of train.log_every="
+                            f"{cfg.train.log_every} (validation runs at log steps)")
+
+    def on_log(self, step: int) -> dict[str, float] | None:
+        if step % self.val_every and step != int(self.cfg.train.max_steps):
+            return None
+        jaccard = evaluate_jaccard(self.task.inference_model(), self.loader, self.ctx,
+                                   self.cfg.train.get("amp"), bool(self.cfg.train.get("tta")))
+        if jaccard > self.task.best_jaccard:
+            self.task.best_jaccard = jaccard
+            if self.ctx.is_main:
+                state = dict(self.task.state_dict(), step=step, val_jaccard=jaccard, config=to_plain(self.cfg))
+                save_checkpoint(state, self.run_dir / BEST_CHECKPOINT)
+        barrier(self.ctx)
+        return {"jaccard": jaccard, "best_jaccard": self.task.best_jaccard}
+
+    @torch.no_grad()
+    def on_images(self, step: int, logger: RunLogger) -> None:
+        """A grid in TensorBoard: inputs, true masks and predicted masks (colour-coded), one row each."""
+        from torchvision.utils import make_grid
+
+        if not self.grid_items:
+            return
+        rgb = torch.stack([item["image"] for item in self.grid_items])
+        truth = torch.stack([item["mask"] for item in self.grid_items])
+        model = self.task.inference_model()
+        model.eval()
+        with autocast(self.ctx, self.cfg.train.get("amp")):
+            predicted = model.segment(rgb.to(self.ctx.device)).argmax(1).cpu()
+        model.train()
+        as_images = [torch.from_numpy(colorize_mask(m)).permute(0, 3, 1, 2).float() / 255 for m in (truth, predicted)]
+        grid = make_grid(torch.cat([rgb, *as_images]), nrow=len(self.grid_items), padding=2)
+        logger.log_image("val/input_truth_prediction", grid, step)
+
+
+def require_data_path(cfg: DictConfig) -> Path:
+    data_path = cfg.run.get("data_path")
+    if not data_path:
+        raise UserError("--exp segment needs --data_path: the dataset root holding train/ val/ unlabeled/ "
+                        "(generate one with --exp generate --data_path D)")
+    return Path(str(data_path)).expanduser()
+
+
+def batch_size_of(cfg: DictConfig) -> int:
+    size = int(cfg.run.get("batch_size") or cfg.train.batch_size)
+    if size < 1:
+        raise UserError(f"batch size {size} is invalid; pass --batch_size 1 or more")
+    return size
+
+
+def train_segmenter(cfg: DictConfig, ctx: DistContext) -> int:
+    root = require_data_path(cfg)
+    seed_everything(int(cfg.run.seed), ctx.rank)
+    size = (int(cfg.data.height), int(cfg.data.width))
+    train_frames = LabeledFrames(root, list(cfg.data.train_splits), size)
+    val_frames = LabeledFrames(root, [cfg.data.val_split], size) if cfg.data.get("val_split") else None
+    run_dir = prepare_run_dir(cfg, ctx)
+    logger = RunLogger(run_dir, enabled=ctx.is_main)
+    task = SegmenterTask(cfg, ctx)
+    batch_size = batch_size_of(cfg)
+    workers = int(cfg.train.get("num_workers") or 0)
+    validation = Validation(task, val_frames, cfg, run_dir, ctx, batch_size) if val_frames else None
+    if ctx.is_main:
+        print(f"segmenter: {len(train_frames)} training frames from {len(train_frames.entries)} videos, "
+              f"{len(validation.loader.dataset) if validation else 0} validation frames; run folder {run_dir}")
+    train(task, lambda start: make_train_loader(train_frames, batch_size, int(cfg.run.seed), ctx, start,
+                                                workers, name="segmenter training frames"),
+          cfg, run_dir, ctx, logger,
+          on_log=validation.on_log if validation else None,
+          on_images=(lambda step: validation.on_images(step, logger)) if validation else None)
+    logger.close()
+    return 0
+
+
+def default_pseudo_label_checkpoint(run_dir: Path) -> Path:
+    for name in (BEST_CHECKPOINT, LAST_CHECKPOINT):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise UserError(f"pseudo_label.checkpoint is not set and {run_dir} holds no {BEST_CHECKPOINT} or "
+                    f"{LAST_CHECKPOINT}; train the segmenter with the same --id first or pass "
+                    f"--config_mod pseudo_label.checkpoint=PATH")
+
+
+def save_mask_atomic(mask: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.save(handle, mask)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def predict_video_masks(model: Segmenter, frames: torch.Tensor, ctx: DistContext, amp: str | None,
+                        tta: bool, chunk: int) -> np.ndarray:
+    """uint8 [T, H, W] class ids of float frames [T, 3, H, W], segmented `chunk` frames at a time."""
+    masks = []
+    for start in range(0, frames.shape[0], max(1, chunk)):
+        rgb = frames[start:start + max(1, chunk)].to(ctx.device)
+        with autocast(ctx, amp):
+            scores = model.segment(rgb, tta=tta, size=model.trained_size)
+        masks.append(scores.argmax(1).to(torch.uint8).cpu())
+    return torch.cat(masks).numpy()
+
+
+def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
+    """Segment every video of pseudo_label.split into <run_dir>/pseudo_labels/video_<id>/mask.npy."""
+    root = require_data_path(cfg)
+    split = str(cfg.pseudo_label.split)
+    entries = ClevrerDataset(root, split).entries
+    run_dir = prepare_run_dir(cfg, ctx)
+    checkpoint = Path(cfg.pseudo_label.checkpoint) if cfg.pseudo_label.get("checkpoint") \
+        else default_pseudo_label_checkpoint(run_dir)
+    model = load_segmenter(checkpoint, ctx.device)
+    out_root = run_dir / PSEUDO_LABEL_DIR
+    pending = [e for e in entries if not (out_root / f"video_{e.id}" / "mask.npy").exists()]
+    todo = pending[ctx.rank::ctx.world_size]
+    barrier(ctx)  # every rank has listed what is pending before any rank writes
+    if ctx.is_main:
+        print(f"pseudo-labels: {len(entries)} videos of {root / split} with {checkpoint}; "
+              f"{len(entries) - len(pending)} already done; writing to {out_root}")
+    tta = bool(cfg.train.get("tta"))
+    chunk = int(cfg.pseudo_label.get("batch_frames") or 22)
+    for entry in tqdm(todo, disable=not ctx.is_main, desc="pseudo-labels", dynamic_ncols=True):
+        masks = predict_video_masks(model, read_frames(entry.path), ctx, cfg.train.get("amp"), tta, chunk)
+        save_mask_atomic(masks, out_root / f"video_{entry.id}" / "mask.npy")
+    barrier(ctx)
+    if ctx.is_main:
+        info = {"checkpoint": str(checkpoint), "data_path": str(root), "split": split, "videos": len(entries),
+                "tta": tta, "format": "video_<id>/mask.npy: uint8 (frames, H, W) class ids 0..48"}
+        tmp = out_root / f".info.json.tmp-{os.getpid()}"
+        out_root.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, out_root / "info.json")
+    return 0
+
+
+def run(cfg: DictConfig, ctx: DistContext) -> int:
+    """Entry of `--exp segment`: train (mode: train) or write pseudo-labels (mode: pseudo_label)."""
+    mode = str(cfg.get("mode", "train"))
+    if mode == "train":
+        return train_segmenter(cfg, ctx)
+    if mode == "pseudo_label":
+        return write_pseudo_labels(cfg, ctx)
+    raise UserError(f"mode={mode!r} is unknown for --exp segment; use mode=train or mode=pseudo_label")
