@@ -253,3 +253,11 @@ def test_metal_is_shinier_than_rubber(tiny_root):
                         shine[class_parts(cid)[1]].append(ratio)
     assert len(shine[0]) >= 5 and len(shine[1]) >= 5
     assert np.mean(shine[0]) > np.mean(shine[1]) + 0.1
+
+
+def test_every_scene_has_something_moving():
+    settings = settings_from_config({"scene": {"static_probability": 1.0,
+                                               "entering_weights": [1.0]}})
+    for seed in range(10):
+        objects = sample_scene(np.random.default_rng(seed), settings).objects
+        assert sum(o.velocity != (0.0, 0.0) for o in objects) == 1

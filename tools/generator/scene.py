@@ -9,6 +9,7 @@ Geometry convention: z up, floor at z = 0, the camera looks along +y. Lengths ar
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -242,7 +243,18 @@ def sample_scene(rng: np.random.Generator, settings: GeneratorSettings) -> Scene
         taken.append(start)
         objects.append(ObjectSpec(shape, material, color, (float(start[0]), float(start[1])),
                                   yaw, velocity, launch))
-    return SceneSpec(tuple(objects))
+    return SceneSpec(tuple(_ensure_motion(rng, objects, sc)))
+
+
+def _ensure_motion(rng: np.random.Generator, objects: list[ObjectSpec], sc: SceneSettings
+                   ) -> list[ObjectSpec]:
+    """Real clips always show some motion: if nothing would move, set one object moving."""
+    if not objects or any(o.velocity != (0.0, 0.0) for o in objects):
+        return objects
+    index = int(rng.integers(len(objects)))
+    velocity = _random_velocity(rng, sc.speed_min, sc.speed_max)
+    objects[index] = dataclasses.replace(objects[index], velocity=velocity)
+    return objects
 
 
 # ----------------------------------------------------------------------------------------------
