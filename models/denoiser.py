@@ -266,7 +266,7 @@ class VideoDenoiser(nn.Module):
         pad_h, pad_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple
         return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
-    def _apply(self, layers: nn.ModuleList, h: Tensor, emb: Tensor, key_valid: Tensor, static: Tensor | None) -> Tensor:
+    def _run_layers(self, layers: nn.ModuleList, h: Tensor, emb: Tensor, key_valid: Tensor, static: Tensor | None) -> Tensor:
         flat_emb = emb.flatten(0, 1)
         for layer in layers:
             if isinstance(layer, ResBlock):
@@ -280,9 +280,9 @@ class VideoDenoiser(nn.Module):
     def _unet(self, h: Tensor, emb: Tensor, key_valid: Tensor, static: Tensor | None) -> Tensor:
         skips = [h]
         for layers in self.down:
-            h = self._apply(layers, h, emb, key_valid, static)
+            h = self._run_layers(layers, h, emb, key_valid, static)
             skips.append(h)
-        h = self._apply(self.mid, h, emb, key_valid, static)
+        h = self._run_layers(self.mid, h, emb, key_valid, static)
         for layers in self.up:
-            h = self._apply(layers, torch.cat([h, skips.pop()], dim=1), emb, key_valid, static)
+            h = self._run_layers(layers, torch.cat([h, skips.pop()], dim=1), emb, key_valid, static)
         return self.output(h)

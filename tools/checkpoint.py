@@ -97,7 +97,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def weights_for_inference(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The EMA weights when the checkpoint has them (what sampling should use), else the raw model."""
+    weights = dict(state["model"])
     ema = state.get("ema")
-    if isinstance(ema, dict) and ema.get("shadow"):
-        return ema["shadow"]
-    return state["model"]
+    if isinstance(ema, dict) and ema.get("shadow"):  # tools/ema.py: averaged parameters, copied buffers
+        weights.update(ema["shadow"])
+        weights.update(ema.get("buffers") or {})
+    return weights

@@ -1,0 +1,191 @@
+"""`--exp ddpm`: conditional diffusion over the frozen first stage's motion latents (stage 2).
+
+  python main.py --exp ddpm --id main --pretrain_config configs/latent-diffusion/base.yaml --data CLEVRER \
+      --data_path D --first_model results/first_stage_main_gan_CLEVRER_42/model_last.pth --batch_size 48
+  (--first_model none: the same stage in pixel space, the MCVD-style baseline)
+
+Each step draws random observed/target frame sets per clip (tools/frame_sets.py, MCVD-style masking of
+past and future conditioning), so one model predicts, interpolates and generates.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from models.denoiser import DenoiserCond
+from tools.diffusion import GaussianDiffusion, measure_scale_factor
+from tools.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.ema import EMA
+from tools.first_stage_io import build_frozen_first_stage, first_stage_record
+from tools.frame_sets import gather_frames, sample_frame_sets_batch
+from tools.loader import make_train_loader
+from tools.logger import RunLogger
+from tools.runs import prepare_run_dir
+from tools.stage_data import require_data_path
+from tools.datasets import training_clips, validation_clips
+from tools.train_loop import seed_everything, train
+from tools.video_predictor import LatentScales, VideoPredictor, build_denoiser
+from tools.visuals import video_grid
+
+
+def clip_frames(batch: dict, device: torch.device) -> torch.Tensor:
+    return batch["frames"].to(device, non_blocking=True) * 2 - 1
+
+
+class DiffusionTask:
+    """One optimisation step of the denoiser on freshly encoded latents of a batch of clips."""
+
+    def __init__(self, cfg: DictConfig, ctx: DistContext, record: dict[str, Any]) -> None:
+        self.cfg, self.ctx, self.record = cfg, ctx, record
+        self.first_stage = build_frozen_first_stage(record, ctx.device)
+        self.model = build_denoiser(cfg, self.first_stage).to(ctx.device)
+        self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
+        self.ema = EMA(self.model, decay=float(cfg.train.ema_decay))
+        tcfg = cfg.train
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
+                                           weight_decay=float(tcfg.weight_decay))
+        self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
+        self.scales: LatentScales | None = None
+        self.wrapped = wrap_model(self.model, ctx)
+
+    @torch.no_grad()
+    def measure_scales(self, batches: list[dict]) -> None:
+        """Latent scale factors from a few batches of data, once per run (then kept in the checkpoint)."""
+        motion, static = [], []
+        for batch in batches:
+            frames = clip_frames(batch, self.ctx.device)
+            latents = self.first_stage.encode(frames, frames[:, : int(self.cfg.data.cond_frames)])
+            motion.append(latents.motion.float())
+            static.append(torch.cat([latents.scene, latents.object], 1).float())
+        static_all = torch.cat(static)
+        self.scales = LatentScales(
+            motion=measure_scale_factor(torch.cat(motion)),
+            static=measure_scale_factor(static_all) if static_all.shape[1] else 1.0)
+
+    @torch.no_grad()
+    def encode_batch(self, frames: torch.Tensor, obs_idx: torch.Tensor, obs_keep: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled motion latents of every frame, and static latents from each clip's kept observed frames."""
+        cond_count = int(self.cfg.data.cond_frames)
+        latents = self.first_stage.encode(frames, frames[:, :cond_count])
+        motion = latents.motion.float() * self.scales.motion
+        if latents.scene.shape[1] + latents.object.shape[1] == 0:
+            return motion, None
+        # Static latents must not see target frames: recompute them per clip from its observed set.
+        static = []
+        for b in range(frames.shape[0]):
+            kept = obs_idx[b][obs_keep[b]].to(frames.device)
+            source = frames[b:b + 1, kept] if kept.numel() else frames[b:b + 1, :cond_count]
+            scene, obj = self.first_stage.encode_static(source)
+            static.append(torch.cat([scene, obj], 1))
+        return motion, torch.cat(static).float() * self.scales.static
+
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+        frames = clip_frames(batch, self.ctx.device)
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # from the saved RNG
+        fcfg = self.cfg.frames
+        obs_idx, tgt_idx, obs_keep = sample_frame_sets_batch(
+            generator, frames.shape[0], n_frames=int(fcfg.n_frames), n_obs_max=int(fcfg.n_obs_max),
+            n_tgt=int(fcfg.n_tgt), prob_mask_cond=float(fcfg.prob_mask_cond),
+            prob_mask_future=float(fcfg.prob_mask_future), prob_competition_case=float(fcfg.prob_competition_case))
+        with autocast(self.ctx, self.cfg.train.get("amp")):
+            motion, static = self.encode_batch(frames, obs_idx, obs_keep)
+        cond = DenoiserCond(gather_frames(motion, obs_idx), obs_idx, tgt_idx, obs_keep, static).to(self.ctx.device)
+        self.model.train()
+        with autocast(self.ctx, self.cfg.train.get("amp")):
+            loss, per_sample, t = self.diffusion.training_loss(
+                lambda x, tt: self.wrapped(x, self.diffusion.noise_level(tt), cond),
+                gather_frames(motion, tgt_idx), generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        clip = float(self.cfg.train.get("grad_clip") or 0)
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.ema.update(self.model)
+        return {"loss": loss.item(), **self.diffusion.loss_by_bucket(t.cpu(), per_sample.cpu())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "scales": vars(self.scales), "first_stage": self.record}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
+        self.scales = LatentScales(**state["scales"])
+
+    def predictor(self) -> VideoPredictor:
+        """A sampler over the EMA weights (a separate copy; training weights stay untouched)."""
+        denoiser = build_denoiser(self.cfg, self.first_stage).to(self.ctx.device)
+        denoiser.load_state_dict(unwrap(self.model).state_dict())
+        self.ema.copy_to(denoiser)
+        return VideoPredictor(self.first_stage, denoiser.eval(), self.cfg, self.scales, self.ctx.device)
+
+
+def _jaccard(pred: torch.Tensor, true: torch.Tensor) -> float:
+    from evals.jaccard import jaccard_score
+
+    return float(jaccard_score(pred, true))
+
+
+@torch.no_grad()
+def validate(task: DiffusionTask, clips: DataLoader | None, step: int, logger: RunLogger) -> dict[str, float]:
+    """Frame-22 prediction on held-out clips: Jaccard of the semantic head's mask, and an image grid."""
+    if clips is None:
+        return {}
+    cfg, ctx = task.cfg, task.ctx
+    predictor = task.predictor()
+    n_obs, last = int(cfg.data.cond_frames), int(cfg.frames.n_frames) - 1
+    generator = torch.Generator().manual_seed(int(cfg.run.seed))
+    preds, truths, first = [], [], None
+    for batch in clips:
+        frames = clip_frames(batch, ctx.device)
+        rgb, logits = predictor.predict(frames[:, :n_obs], [last], generator=generator,
+                                        amp=lambda: autocast(ctx, cfg.train.get("amp")))
+        if first is None:
+            first = (frames[0], rgb[0, 0, 0], None if logits is None else logits[0, 0, 0].argmax(0), batch)
+        if logits is not None and bool(batch["has_mask"].all()):
+            preds.append(logits[:, 0, 0].argmax(1).cpu())
+            truths.append(batch["mask"][:, last])
+    frames, predicted, predicted_mask, batch = first
+    row_true = torch.cat([frames[:n_obs:5], frames[last:]])
+    row_pred = torch.cat([frames[:n_obs:5], predicted[None]])
+    logger.log_image("ddpm/frame22_truth_vs_sample", video_grid(row_true, row_pred, frames=range(len(row_true))), step)
+    return {"frame22_jaccard": _jaccard(torch.cat(preds), torch.cat(truths))} if preds else {}
+
+
+def run(cfg: DictConfig, ctx: DistContext) -> int:
+    require_data_path(cfg)
+    seed_everything(int(cfg.run.seed), ctx.rank)
+    record = first_stage_record(cfg.run.get("first_model"), cfg)
+    run_dir = prepare_run_dir(cfg, ctx)
+    logger = RunLogger(run_dir, enabled=ctx.is_main)
+    task = DiffusionTask(cfg, ctx, record)
+    dataset = training_clips(cfg)
+    batch_size = int(cfg.run.get("batch_size") or cfg.train.get("batch_size", 8))
+    workers = int(cfg.train.get("num_workers", 0))
+    make_batches = lambda start: make_train_loader(dataset, batch_size, int(cfg.run.seed), ctx, start, workers,  # noqa: E731
+                                                   name="stage-2 training data")
+    if not (run_dir / "model_last.pth").exists():
+        probe = make_batches(0)
+        task.measure_scales([batch for batch, _ in zip(probe, range(int(cfg.train.get("scale_batches", 4))))])
+        if ctx.is_main:
+            print(f"latent scale factors: motion {task.scales.motion:.4f}, static {task.scales.static:.4f}")
+    val = validation_clips(cfg, int(cfg.train.get("val_clips", 4)))
+    val_loader = DataLoader(val, batch_size=min(batch_size, 4)) if val is not None and len(val) else None
+    val_every = int(cfg.train.get("sample_every") or cfg.train.log_every)
+    try:
+        train(task, make_batches, cfg, run_dir, ctx, logger,
+              on_log=lambda step: validate(task, val_loader, step, logger)
+              if ctx.is_main and step % val_every == 0 else {})
+    finally:
+        logger.close()
+    return 0
