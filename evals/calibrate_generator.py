@@ -51,7 +51,7 @@ def _centroids(mask: np.ndarray) -> dict[int, np.ndarray]:
 
 
 def copy_frame_jaccard(masks: np.ndarray) -> float:
-    """Jaccard of predicting the last frame as a copy of frame 11; masks (N, T, H, W) or (T, H, W)."""
+    """Jaccard of copying frame 11 as the last frame; masks (N, T, H, W) or (T, H, W)."""
     masks = masks[None] if masks.ndim == 3 else masks
     metric = MulticlassJaccardIndex(num_classes=49)
     pred = torch.from_numpy(masks[:, OBSERVED_FRAMES - 1].astype(np.int64))

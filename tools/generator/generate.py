@@ -2,14 +2,14 @@
 
 Layout written under the data root (ids continue across splits: train, val, unlabeled, hidden):
 
-    train/video_<id>/image_0.png .. image_<T-1>.png, mask.npy     (T, H, W) uint8 class ids
-    val/video_<id>/...                                            same as train
-    unlabeled/video_<id>/image_*.png                              no mask
-    hidden/video_<id>/image_0.png .. image_<hidden_frames-1>.png  observed frames only
-    hidden_truth/video_<id>.npy                                   full (T, H, W) mask of a hidden video
-    hidden_masks.pt                                               (N, H, W) uint8 last-frame masks of
-                                                                  the hidden split, natural id order
-    generator.yaml                                                the settings the root was made with
+    train/video_<id>/image_0.png .. image_<T-1>.png, mask.npy   (T, H, W) uint8 class ids
+    val/video_<id>/...                                          same as train
+    unlabeled/video_<id>/image_*.png                            no mask
+    hidden/video_<id>/image_0.png .. image_<K-1>.png            observed frames (K = hidden_frames)
+    hidden_truth/video_<id>.npy                                 full (T, H, W) mask, hidden video
+    hidden_masks.pt                                             (N, H, W) uint8 last-frame masks of
+                                                                the hidden split, natural id order
+    generator.yaml                                              settings the root was made with
 
 Every video depends only on (seed, video id), never on the worker count or the order of work.
 Each video is written into a `.tmp-` folder and renamed when complete, so an interrupted run
