@@ -261,3 +261,10 @@ def test_every_scene_has_something_moving():
     for seed in range(10):
         objects = sample_scene(np.random.default_rng(seed), settings).objects
         assert sum(o.velocity != (0.0, 0.0) for o in objects) == 1
+
+
+def test_generate_without_a_data_path_is_a_user_error():
+    from tools.generator import run_generate
+
+    with pytest.raises(UserError, match="--data_path"):
+        run_generate(tiny_config(), "")
