@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -51,3 +53,40 @@ def write_synthetic_dataset(root: Path, seed: int = 0, splits: dict[str, int] = 
 def synthetic_clevrer(tmp_path_factory) -> Path:
     """A read-only tiny dataset: train 3, val 2, unlabeled 2, hidden 2 videos at 160x240."""
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic_clevrer"))
+
+
+# Overrides that make the tiny stage-2 config run in seconds on a CPU (32x48 frames).
+TINY_DDPM = ["data.height=32", "data.width=48", "model.base_channels=8", "train.log_every=1",
+             "train.sample_every=2", "train.ckpt_every=2", "train.scale_batches=1", "train.val_clips=1",
+             "diffusion.sample_steps=2"]
+
+
+def make_first_stage_checkpoint(path: Path, height: int = 32, width: int = 48) -> Path:
+    """An untrained tiny first stage saved as `--exp first_stage` would (its quality is not the point)."""
+    from models.autoencoder import build_first_stage
+    from tools.checkpoint import save_checkpoint
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/autoencoder/tiny.yaml")
+    cfg.model.channels, cfg.data.height, cfg.data.width = 8, height, width
+    cfg.run = {"exp": "first_stage"}
+    torch.manual_seed(0)
+    model = build_first_stage(cfg)
+    save_checkpoint({"model": model.state_dict(), "step": 0, "config": OmegaConf.to_container(cfg)}, path)
+    return path
+
+
+def run_ddpm(data: Path, results: Path, run_id: str, first_model, steps: int, *mods: str) -> int:
+    import main
+
+    return main.main(["--exp", "ddpm", "--id", run_id, "--pretrain_config", "configs/latent-diffusion/tiny.yaml",
+                      "--data_path", str(data), "--results_dir", str(results), "--first_model", str(first_model),
+                      "--batch_size", "2", "--config_mod", f"train.max_steps={steps}", *TINY_DDPM, *mods])
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_checkpoint(synthetic_clevrer, tmp_path_factory) -> Path:
+    """model_last.pth of a 1-step latent --exp ddpm run on the synthetic dataset (32x48)."""
+    results = tmp_path_factory.mktemp("ddpm_results")
+    first = make_first_stage_checkpoint(results / "first_stage.pth")
+    assert run_ddpm(synthetic_clevrer, results, "fixture", first, 1) == 0
+    return results / "ddpm_fixture_CLEVRER_42" / "model_last.pth"

@@ -1,33 +1,13 @@
 """Tiny CPU runs of `--exp ddpm` in latent and pixel mode: complete, resume, refuse a mismatched first stage."""
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import main
-from models.autoencoder import build_first_stage
+from tests.conftest import make_first_stage_checkpoint as _first_stage_checkpoint
+from tests.conftest import run_ddpm as _ddpm
 from tools.checkpoint import load_checkpoint, save_checkpoint
 from tools.logger import read_stats
 from tools.video_predictor import VideoPredictor
-
-SMALL = ["data.height=32", "data.width=48", "model.base_channels=8", "train.log_every=1", "train.sample_every=2",
-         "train.ckpt_every=2", "train.scale_batches=1", "train.val_clips=1", "diffusion.sample_steps=2"]
-
-
-def _first_stage_checkpoint(path, height=32, width=48):
-    """An untrained tiny first stage saved as `--exp first_stage` would (the weights' quality is not the point)."""
-    cfg = OmegaConf.load("configs/autoencoder/tiny.yaml")
-    cfg.model.channels, cfg.data.height, cfg.data.width = 8, height, width
-    cfg.run = {"exp": "first_stage"}
-    torch.manual_seed(0)
-    model = build_first_stage(cfg)
-    save_checkpoint({"model": model.state_dict(), "step": 0, "config": OmegaConf.to_container(cfg)}, path)
-    return path
-
-
-def _ddpm(data, results, run_id, first_model, steps, *mods):
-    return main.main(["--exp", "ddpm", "--id", run_id, "--pretrain_config", "configs/latent-diffusion/tiny.yaml",
-                      "--data_path", str(data), "--results_dir", str(results), "--first_model", str(first_model),
-                      "--batch_size", "2", "--config_mod", f"train.max_steps={steps}", *SMALL, *mods])
 
 
 @pytest.mark.parametrize("mode", ["latent", "pixel"])
