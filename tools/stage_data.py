@@ -1,7 +1,7 @@
 """Entry points of the data stages: `--exp generate` and `--exp check_data`."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tools.distributed import DistContext
 from tools.errors import UserError
@@ -18,8 +18,9 @@ def generate(cfg: DictConfig, ctx: DistContext) -> int:
     from tools.generator.generate import run_generate
 
     data_path = require_data_path(cfg)
+    settings = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "run"])  # generator keys only
     if ctx.is_main:
-        run_generate(cfg, data_path)
+        run_generate(settings, data_path)
     return 0
 
 
