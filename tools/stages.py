@@ -39,7 +39,7 @@ STAGES: dict[str, Stage] = {
     "predict": Stage("predict frame-22 masks for a split and write the submission tensor",
                      "tools.predict:run", "configs/predict/base.yaml"),
     "eval": Stage("score a run's predictions (Jaccard, LPIPS, FVD, PSNR/SSIM)",
-                  "evals.eval_run:run"),
+                  "evals.eval_run:run", "configs/eval/base.yaml"),
     "pipeline": Stage("the whole job on generated data: data, stage 1, stage 2, segmenter, predict, report",
                       "tools.pipeline:run", "configs/quickstart/pipeline.yaml"),
 }

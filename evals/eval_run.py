@@ -1,0 +1,363 @@
+"""`python main.py --exp eval`: score a `--exp predict` run folder against the dataset's truth.
+
+  python main.py --exp eval --data_path D --config_mod eval.predictions=results/predict_main_CLEVRER_42
+
+Reads the predictions folder (submission.pt, video_ids.json, meta.json, optionally frames.pt) and reports
+the frame-22 Jaccard (competition score over all masks stacked, mean per video, best and worst classes),
+LPIPS, PSNR and SSIM of the predicted frame 22 against the true frame 22 resized to the predicted
+resolution, FVD of the predicted target frames when there are at least 9 of them, and the baselines of
+evals/baselines.py on the same videos. Writes eval.json and eval.md into results/eval_{id}_{data}_{seed}/
+and prints the table. Without --data_path, the data path recorded in the predictions' config.yaml is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from evals.baselines import (BASELINE_LABELS, SplitVideos, baseline_table, frame22_truth, has_true_frame,
+                             split_videos)
+from evals.jaccard import jaccard_report
+from tools.data.classes import class_name
+from tools.data.clevrer import read_frames, resize_frames
+from tools.errors import UserError
+from tools.runs import prepare_run_dir
+from tools.distributed import DistContext, barrier
+
+METRICS = ("jaccard", "lpips", "psnr_ssim", "fvd")
+TARGET_INDEX = 21
+FVD_MIN_FRAMES = 9
+
+
+# ----------------------------------------------------------------------------- predictions folder
+
+@dataclass
+class Predictions:
+    """What `--exp predict` wrote: frame-22 masks, their video ids, predicted RGB targets and metadata."""
+
+    submission: torch.Tensor            # uint8 [N, H, W]
+    video_ids: list[int]
+    split: str | None
+    frames: torch.Tensor | None = None  # uint8 [N, K, 3, h, w]
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def targets(self) -> list[int]:
+        return [int(t) for t in self.meta.get("targets") or [TARGET_INDEX]]
+
+
+def _load_tensor(path: Path) -> torch.Tensor:
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torn file, pickle refused, not a torch file
+        raise UserError(f"{path}: not a readable torch tensor file ({type(error).__name__}); "
+                        f"re-run `python main.py --exp predict` to rewrite it.") from error
+    if not isinstance(value, torch.Tensor):
+        raise UserError(f"{path}: holds a {type(value).__name__}, not a tensor; re-run --exp predict.")
+    return value
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not readable JSON ({error}); re-run --exp predict.") from error
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected a JSON object; re-run --exp predict.")
+    return value
+
+
+def load_predictions(folder: str | Path) -> Predictions:
+    """Read and check a predictions folder; a UserError names the file at fault."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"predictions folder '{folder}' does not exist; pass a `--exp predict` run folder with "
+                        f"--config_mod eval.predictions=results/predict_<id>_<data>_<seed>")
+    for required in ("submission.pt", "video_ids.json"):
+        if not (folder / required).is_file():
+            raise UserError(f"{folder / required} is missing; is '{folder}' a finished `--exp predict` run?")
+    submission = _load_tensor(folder / "submission.pt")
+    if submission.dim() != 3 or submission.dtype != torch.uint8:
+        raise UserError(f"{folder / 'submission.pt'}: expected uint8 masks [N, H, W], got "
+                        f"{submission.dtype} {tuple(submission.shape)}.")
+    ids_record = _load_json(folder / "video_ids.json")
+    video_ids = [int(v) for v in ids_record.get("video_ids", [])]
+    if len(video_ids) != len(submission):
+        raise UserError(f"{folder / 'video_ids.json'} lists {len(video_ids)} videos but submission.pt holds "
+                        f"{len(submission)} masks; re-run --exp predict.")
+    meta = _load_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
+    frames = _load_tensor(folder / "frames.pt") if (folder / "frames.pt").is_file() else None
+    predictions = Predictions(submission, video_ids, ids_record.get("split"), frames, meta, str(folder))
+    _check_frames(predictions, folder / "frames.pt")
+    return predictions
+
+
+def _check_frames(predictions: Predictions, path: Path) -> None:
+    frames = predictions.frames
+    if frames is None:
+        return
+    n, k = len(predictions.video_ids), len(predictions.targets)
+    if frames.dim() != 5 or frames.shape[:3] != (n, k, 3) or frames.dtype != torch.uint8:
+        raise UserError(f"{path}: expected uint8 [{n}, {k}, 3, h, w] (one RGB frame per video and per "
+                        f"meta.json target {predictions.targets}), got {frames.dtype} {tuple(frames.shape)}.")
+
+
+# ----------------------------------------------------------------------------- metric sections
+
+@dataclass
+class EvalSettings:
+    """The `eval` config section, checked."""
+
+    metrics: tuple[str, ...] = METRICS
+    lpips_net: str = "alex"
+    batch_size: int = 8
+    device: torch.device = torch.device("cpu")
+    baselines: bool = True
+    tta: bool = False
+    suppress_min_pixels: int = 20
+    per_class_rows: int = 5
+    fvd_cache_dir: Path | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, section: DictConfig, device: torch.device, results_dir: str | Path) -> "EvalSettings":
+        metrics = tuple(str(m) for m in section.get("metrics") or ())
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise UserError(f"eval.metrics: unknown {unknown}; choose from {list(METRICS)}.")
+        return cls(metrics=metrics, lpips_net=str(section.get("lpips_net", "alex")),
+                   batch_size=int(section.get("batch_size", 8)), device=device,
+                   baselines=bool(section.get("baselines", True)), tta=bool(section.get("tta", False)),
+                   suppress_min_pixels=int(section.get("suppress_min_pixels", 20)),
+                   per_class_rows=int(section.get("per_class_rows", 5)),
+                   fvd_cache_dir=Path(results_dir) / "fvd_cache")
+
+
+def jaccard_section(submission: torch.Tensor, truth: torch.Tensor, settings: EvalSettings) -> dict[str, Any]:
+    """Competition score, mean per video, and the best and worst classes by IoU (by name)."""
+    report = jaccard_report(submission, truth, device=settings.device)
+    present = [(class_name(i), float(iou)) for i, iou in enumerate(report.per_class) if not np.isnan(iou)]
+    ranked = sorted(present, key=lambda item: -item[1])
+    rows = settings.per_class_rows
+    return {"score": report.score, "mean_over_videos": report.mean_over_videos, "num_videos": report.num_videos,
+            "per_class": dict(present), "best_classes": ranked[:rows], "worst_classes": ranked[::-1][:rows]}
+
+
+def true_frames(videos: SplitVideos, indices: list[int], size: tuple[int, int]) -> Iterator[torch.Tensor]:
+    """uint8 [T, 3, h, w] true frames of each video, resized to the predicted resolution."""
+    for entry in videos.entries:
+        frames = resize_frames(read_frames(entry.path, indices), size)
+        yield frames.mul(255).round().to(torch.uint8)
+
+
+def image_section(predicted: torch.Tensor, videos: SplitVideos, settings: EvalSettings) -> dict[str, Any]:
+    """LPIPS, PSNR and SSIM of predicted frames 22 (uint8 [N, 3, h, w]) against the true ones."""
+    from evals.image_metrics import psnr, ssim
+    from evals.lpips_metric import LPIPS
+
+    size = tuple(predicted.shape[-2:])
+    truth = torch.cat(list(true_frames(videos, [TARGET_INDEX], size)))
+    section: dict[str, Any] = {"resolution": list(size)}
+    if "psnr_ssim" in settings.metrics:
+        section["psnr"] = float(psnr(predicted, truth).clamp(max=100.0).mean())
+        if min(size) >= 11:
+            section["ssim"] = float(ssim(predicted, truth).mean())
+    if "lpips" in settings.metrics:
+        started = time.perf_counter()
+        network = LPIPS(settings.lpips_net).to(settings.device)
+        distances = []
+        for start in range(0, len(predicted), settings.batch_size):
+            as_signed = lambda x: (x[start:start + settings.batch_size].to(settings.device).float() / 127.5 - 1)  # noqa: E731
+            with torch.no_grad():
+                distances.append(network(as_signed(predicted), as_signed(truth)).cpu())
+        section["lpips"] = float(torch.cat(distances).mean())
+        section["lpips_net"] = settings.lpips_net
+        section["lpips_seconds"] = round(time.perf_counter() - started, 3)
+    return section
+
+
+def fvd_cache_name(videos: SplitVideos, targets: list[int], size: tuple[int, int]) -> str:
+    """A cache file name unique to the dataset folder, the videos, the frame indices and the resolution."""
+    key = json.dumps([str(videos.root.resolve()), videos.split, videos.video_ids, targets, list(size)])
+    return f"{videos.split}_{len(videos.entries)}v_{len(targets)}f_{size[0]}x{size[1]}_" \
+           f"{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def fvd_section(predicted: torch.Tensor, targets: list[int], videos: SplitVideos,
+                settings: EvalSettings) -> dict[str, Any]:
+    """FVD of predicted target frames (uint8 [N, K, 3, h, w]) against the true frames at the same indices."""
+    from evals.fvd import compute_fvd
+
+    size = tuple(predicted.shape[-2:])
+    started = time.perf_counter()
+    real = (frames[None] for frames in true_frames(videos, targets, size))
+    score = compute_fvd(predicted, real, device=settings.device, batch_size=settings.batch_size,
+                        real_cache_dir=settings.fvd_cache_dir, real_cache_name=fvd_cache_name(videos, targets, size),
+                        progress=settings.progress)
+    return {"fvd": score, "frames": [t + 1 for t in targets], "num_videos": len(predicted),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def evaluate_predictions(predictions: Predictions, videos: SplitVideos, settings: EvalSettings,
+                         segmenter: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Every metric the predictions and the split allow, with a note for each one skipped."""
+    report: dict[str, Any] = {"split": videos.split, "num_videos": len(videos.entries), "meta": predictions.meta,
+                              "predictions": predictions.source, "notes": []}
+    notes = report["notes"]
+    truth = frame22_truth(videos, progress=settings.progress)
+    if truth is not None and truth.shape != predictions.submission.shape:
+        raise UserError(f"{predictions.source}/submission.pt holds masks {tuple(predictions.submission.shape)} but "
+                        f"the true frame-22 masks of split '{videos.split}' are {tuple(truth.shape)}; predict at "
+                        f"the dataset's resolution (one [H, W] mask per video).")
+    if "jaccard" in settings.metrics:
+        if truth is None:
+            notes.append(f"no Jaccard: split '{videos.split}' has no true frame-22 masks.")
+        else:
+            report["jaccard"] = jaccard_section(predictions.submission, truth, settings)
+    report.update(_rgb_sections(predictions, videos, settings, notes))
+    if settings.baselines and truth is not None:
+        report["baselines"] = baseline_table(videos.root, videos.split, segmenter, videos.video_ids,
+                                             settings.batch_size, settings.tta, settings.suppress_min_pixels,
+                                             settings.device, settings.progress, truth=truth)
+        if segmenter is None:
+            notes.append("baselines from segmented frames need eval.segmenter (a --exp segment checkpoint).")
+    return report
+
+
+def _rgb_sections(predictions: Predictions, videos: SplitVideos, settings: EvalSettings,
+                  notes: list[str]) -> dict[str, Any]:
+    wanted_image = {"lpips", "psnr_ssim"} & set(settings.metrics)
+    if not wanted_image and "fvd" not in settings.metrics:
+        return {}
+    if predictions.frames is None:
+        notes.append("no LPIPS/PSNR/SSIM/FVD: the predictions folder has no frames.pt.")
+        return {}
+    sections: dict[str, Any] = {}
+    targets = predictions.targets
+    if not all(has_true_frame(entry, max(targets)) for entry in videos.entries):
+        notes.append(f"no LPIPS/PSNR/SSIM/FVD: split '{videos.split}' has no true frames {[t + 1 for t in targets]}.")
+        return {}
+    if wanted_image:
+        if TARGET_INDEX in targets:
+            sections["frame22"] = image_section(predictions.frames[:, targets.index(TARGET_INDEX)], videos, settings)
+        else:
+            notes.append(f"no frame-22 image metrics: predicted targets {targets} omit frame 22.")
+    if "fvd" in settings.metrics:
+        if len(targets) < FVD_MIN_FRAMES:
+            notes.append(f"no FVD: {len(targets)} predicted frame(s); I3D needs at least {FVD_MIN_FRAMES}.")
+        else:
+            if len(videos.entries) < 2:
+                notes.append("FVD over one video uses the mean term only (no covariance).")
+            sections["fvd"] = fvd_section(predictions.frames, targets, videos, settings)
+    return sections
+
+
+# ----------------------------------------------------------------------------- report
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+def report_markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
+    """The report as a markdown document: metric table, baselines, best/worst classes, notes."""
+    meta = report.get("meta") or {}
+    lines = [f"# {title}", "", f"predictions: `{report.get('predictions')}`; split `{report['split']}`, "
+             f"{report['num_videos']} videos; strategy {meta.get('strategy', '?')}, "
+             f"{meta.get('n_samples', '?')} samples, {_fmt(meta.get('sec_per_video', '?'), 2)} s/video", "",
+             "| metric | value |", "|---|---|"]
+    jaccard = report.get("jaccard")
+    if jaccard:
+        lines += [f"| frame-22 Jaccard (competition, all masks stacked) | {_fmt(jaccard['score'])} |",
+                  f"| frame-22 Jaccard, mean over videos | {_fmt(jaccard['mean_over_videos'])} |"]
+    frame22 = report.get("frame22") or {}
+    size = "x".join(map(str, frame22.get("resolution", [])))
+    for key, label in (("lpips", f"LPIPS ({frame22.get('lpips_net')}) frame 22"), ("psnr", "PSNR frame 22 (dB)"),
+                       ("ssim", "SSIM frame 22")):
+        if key in frame22:
+            lines.append(f"| {label} at {size} | {_fmt(frame22[key])} |")
+    if "fvd" in report:
+        fvd = report["fvd"]
+        frames = fvd["frames"]
+        lines.append(f"| FVD frames {frames[0]}-{frames[-1]} ({fvd['num_videos']} videos) | {_fmt(fvd['fvd'], 2)} |")
+    if report.get("baselines"):
+        lines += ["", "| baseline | frame-22 Jaccard |", "|---|---|"]
+        lines += [f"| {BASELINE_LABELS.get(k, k)} | {_fmt(v)} |" for k, v in report["baselines"].items()]
+    if jaccard:
+        for key, label in (("best_classes", "best classes"), ("worst_classes", "worst classes")):
+            lines += ["", f"{label} (IoU): " + ", ".join(f"{name} {_fmt(iou, 3)}" for name, iou in jaccard[key])]
+    if report.get("notes"):
+        lines += [""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def _data_path(cfg: DictConfig, predictions_folder: Path) -> str:
+    if cfg.run.get("data_path"):
+        return str(cfg.run.data_path)
+    saved = predictions_folder / "config.yaml"
+    recorded = OmegaConf.select(OmegaConf.load(saved), "run.data_path") if saved.is_file() else None
+    if not recorded:
+        raise UserError("no dataset to evaluate against: pass --data_path (the folder the predictions were made "
+                        f"from); {saved} records none.")
+    return str(recorded)
+
+
+def _split(section: DictConfig, predictions: Predictions) -> str:
+    wanted = section.get("split")
+    if wanted and predictions.split and wanted != predictions.split:
+        raise UserError(f"eval.split={wanted} but {predictions.source}/video_ids.json says the predictions are "
+                        f"of split '{predictions.split}'; drop eval.split or evaluate the matching predictions.")
+    return str(wanted or predictions.split or "val")
+
+
+def _segmenter(section: DictConfig, predictions: Predictions, device: torch.device) -> torch.nn.Module | None:
+    checkpoint = section.get("segmenter") or predictions.meta.get("segmenter_checkpoint")
+    if not checkpoint or not section.get("baselines", True):
+        return None
+    if not Path(checkpoint).is_file():
+        raise UserError(f"segmenter checkpoint '{checkpoint}' does not exist; set eval.segmenter to a "
+                        f"model_best.pth of --exp segment (or null to skip the segmenter baselines).")
+    from models.segmenter import load_segmenter
+
+    return load_segmenter(checkpoint, device)
+
+
+def run(cfg: DictConfig, ctx: DistContext) -> int:
+    """Evaluate on rank 0 (the metrics are cheap next to prediction); other ranks wait."""
+    section = cfg.get("eval")
+    if section is None or not section.get("predictions"):
+        raise UserError("no predictions to evaluate: pass --config_mod eval.predictions=results/predict_<id>_"
+                        "<data>_<seed> (a `--exp predict` run folder).")
+    folder = Path(str(section.predictions))
+    predictions = load_predictions(folder)
+    root = _data_path(cfg, folder)
+    videos = split_videos(root, _split(section, predictions), predictions.video_ids)
+    device = ctx.device if str(section.get("device", "auto")) == "auto" else torch.device(str(section.device))
+    settings = EvalSettings.from_config(section, device, cfg.run.results_dir)
+    run_dir = prepare_run_dir(cfg, ctx)
+    if ctx.is_main:
+        report = evaluate_predictions(predictions, videos, settings, _segmenter(section, predictions, device))
+        markdown = report_markdown(report, title=f"Evaluation of {folder.name}")
+        write_text_atomic(run_dir / "eval.json", json.dumps(report, indent=2, default=str) + "\n")
+        write_text_atomic(run_dir / "eval.md", markdown)
+        print(markdown)
+        print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'eval.md'}")
+    barrier(ctx)
+    return 0
