@@ -1,0 +1,67 @@
+"""evals/benchmark.py end to end on the tiny synthetic dataset, on CPU, with tiny 1-step ddpm runs."""
+import json
+
+import pytest
+import torch
+
+from evals import benchmark
+from tests.test_baselines import tiny_segmenter_checkpoint
+from tests.test_ddpm_run import _ddpm, _first_stage_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convs on a shared 2-core machine run much faster with one thread than two oversubscribed."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(synthetic_clevrer, tmp_path_factory):
+    """A latent and a pixel ddpm checkpoint (1 training step each) and an untrained segmenter."""
+    torch.set_num_threads(1)
+    results = tmp_path_factory.mktemp("bench_runs")
+    first = _first_stage_checkpoint(results / "fs.pth")
+    assert _ddpm(synthetic_clevrer, results, "latent", first, 1) == 0
+    assert _ddpm(synthetic_clevrer, results, "pixel", "none", 1) == 0
+    return {"latent": results / "ddpm_latent_CLEVRER_42" / "model_last.pth",
+            "pixel": results / "ddpm_pixel_CLEVRER_42" / "model_last.pth",
+            "segmenter": tiny_segmenter_checkpoint(results / "seg.pth")}
+
+
+def test_benchmark_writes_its_table(synthetic_clevrer, tiny_runs, tmp_path, capsys):
+    out = tmp_path / "bench" / "benchmark.md"
+    code = benchmark.main(["--data_path", str(synthetic_clevrer), "--ddpm", str(tiny_runs["latent"]),
+                           "--pixel_ddpm", str(tiny_runs["pixel"]), "--segmenter", str(tiny_runs["segmenter"]),
+                           "--strategies", "direct", "skip", "--max_videos", "2", "--n_samples", "2",
+                           "--sample_steps", "2", "--fvd", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    markdown = out.read_text()
+    assert markdown in capsys.readouterr().out
+    record = json.loads(out.with_suffix(".json").read_text())
+    rows = {row["label"]: row for row in record["rows"]}
+    assert set(rows) == {"latent direct", "latent skip", "pixel (MCVD-style)"}
+    for row in rows.values():
+        assert 0.0 <= row["jaccard"] <= 1.0 and 0.0 <= row["lpips"] and row["ssim"] <= 1.0
+        assert row["fvd"] is not None and row["fvd"] >= 0
+        assert row["meta"]["sec_per_video"] > 0 and row["meta"]["peak_mem_gib"] > 0
+        assert row["train_sec_per_step"] > 0 and row["resolution"] == [32, 48]
+    assert rows["latent skip"]["meta"]["strategy"] == "skip"
+    assert set(record["baselines"]) == {"copy_frame11_truth", "copy_frame11_segmenter",
+                                        "copy_frame11_segmenter_suppressed", "segment_true_frame22"}
+    assert record["context"]["num_videos"] == 2
+    assert "| latent skip | skip x2 |" in markdown and "copy frame 11 (true masks)" in markdown
+    assert (out.parent / "fvd_cache").is_dir()
+
+
+def test_benchmark_refuses_bad_inputs(synthetic_clevrer, tiny_runs, tmp_path, capsys):
+    common = ["--data_path", str(synthetic_clevrer), "--out", str(tmp_path / "b.md"), "--device", "cpu"]
+    assert benchmark.main([*common, "--ddpm", str(tmp_path / "nope.pth")]) == 2
+    assert "nope.pth' does not exist" in capsys.readouterr().err
+    assert benchmark.main([*common, "--ddpm", str(tiny_runs["latent"]), "--pixel_ddpm", str(tiny_runs["pixel"])]) == 2
+    assert "--pixel_ddpm needs --segmenter" in capsys.readouterr().err
+    assert benchmark.main([*common, "--ddpm", str(tiny_runs["latent"]), "--split", "unlabeled"]) == 2
+    assert "no true frame-22 masks" in capsys.readouterr().err
+    assert not (tmp_path / "b.md").exists()
