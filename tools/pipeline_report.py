@@ -1,0 +1,108 @@
+"""report.md of `--exp pipeline`: frame-22 Jaccard of the model against the baselines, a figure, timings."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from tools.data.classes import colorize_mask
+from tools.data.clevrer import list_videos, read_frames, read_mask
+from tools.logger import read_stats
+from tools.runs import run_dir_for
+
+FIGURE_VIDEOS = 4
+
+
+def _last(records: list[dict], split: str, key: str) -> float | None:
+    values = [r[key] for r in records if r.get("split") == split and r.get(key) is not None]
+    return values[-1] if values else None
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _uint8(frame: torch.Tensor) -> np.ndarray:
+    return (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def write_figure(path: Path, entries: list, predict_dir: Path, submission: torch.Tensor) -> None:
+    """Rows of videos: frames 1, 6, 11 | true frame 22 | predicted frame 22 | true mask | predicted mask."""
+    frames_pred = torch.load(predict_dir / "frames.pt", weights_only=True)
+    rows = []
+    for index, entry in enumerate(entries[:FIGURE_VIDEOS]):
+        frames = read_frames(entry.path, [0, 5, 10, 21])
+        size = frames.shape[-2:]
+        predicted = torch.nn.functional.interpolate(frames_pred[index, -1][None].float() / 255, size=tuple(size),
+                                                    mode="bilinear", align_corners=False)[0]
+        tiles = [_uint8(f) for f in frames] + [_uint8(predicted), colorize_mask(read_mask(entry.path)[21].numpy()),
+                                               colorize_mask(submission[index].numpy())]
+        rows.append(np.concatenate(tiles, axis=1))
+    image = np.concatenate(rows, axis=0)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    Image.fromarray(image).save(tmp)
+    os.replace(tmp, path)
+
+
+def jaccard_rows(data_path: Path, predict_dir: Path, segmenter: Path) -> tuple[list[tuple[str, float]], list]:
+    """(name, frame-22 Jaccard) of the model and of the baselines on the predicted split."""
+    from evals.baselines import BASELINE_LABELS, baseline_table
+    from evals.jaccard import jaccard_score
+    from models.segmenter import load_segmenter
+
+    ids = json.loads((predict_dir / "video_ids.json").read_text())
+    entries = [e for e in list_videos(data_path, ids["split"]) if e.id in set(ids["video_ids"])]
+    submission = torch.load(predict_dir / "submission.pt", weights_only=True)
+    truth = torch.stack([read_mask(e.path)[21] for e in entries])
+    rows = [("latent diffusion model (this run)", float(jaccard_score(submission, truth)))]
+    scores = baseline_table(data_path, ids["split"], segmenter=load_segmenter(segmenter),
+                            video_ids=ids["video_ids"], truth=truth)
+    rows += [(BASELINE_LABELS.get(name, name), value) for name, value in scores.items()]
+    return rows, entries
+
+
+def write_report(run_dir: Path, data_path: Path, predict_dir: Path, segmenter: Path, steps: dict[str, DictConfig],
+                 timings: dict[str, float]) -> Path:
+    rows, entries = jaccard_rows(data_path, predict_dir, segmenter)
+    submission = torch.load(predict_dir / "submission.pt", weights_only=True)
+    write_figure(run_dir / "figure.png", entries, predict_dir, submission)
+    meta = json.loads((predict_dir / "meta.json").read_text())
+    stats = {name: read_stats(run_dir_for(cfg.run)) for name, cfg in steps.items() if name != "predict"}
+    lines = [
+        "# Pipeline report", "",
+        f"Dataset: `{data_path}`, split `{meta['split']}` ({len(entries)} videos). Frames 1-11 observed, "
+        f"frame 22 predicted; strategy `{meta['strategy']}`, {meta['n_samples']} samples per video, "
+        f"fusion `{meta['fusion']}`, classes absent from frames 1-11 suppressed: {meta['suppress_absent']}.", "",
+        "## Frame-22 Jaccard (49 classes, masks stacked as the competition scores)", "",
+        "| method | Jaccard |", "|---|---|",
+        *[f"| {name} | {value:.4f} |" for name, value in rows], "",
+        "![inputs, truth and prediction](figure.png)", "",
+        "Figure: frames 1, 6, 11 | true frame 22 | predicted frame 22 | true mask | predicted mask.", "",
+        "## Stages", "",
+        "| stage | wall time | figures |", "|---|---|---|",
+        f"| generate data | {_minutes(timings.get('generate'))} | (skipped when --data_path already held data) |",
+        f"| segmenter | {_minutes(timings.get('segment'))} | best val Jaccard per frame "
+        f"{_fmt(max((r['jaccard'] for r in stats['segment'] if r.get('jaccard') is not None), default=None))} |",
+        f"| stage 1 autoencoder | {_minutes(timings.get('first_stage'))} | val reconstruction PSNR "
+        f"{_fmt(_last(stats['first_stage'], 'val', 'recon_psnr'), 2)} dB, semantic-head mask IoU "
+        f"{_fmt(_last(stats['first_stage'], 'val', 'recon_mask_iou'))} |",
+        f"| stage 2 diffusion | {_minutes(timings.get('ddpm'))} | last training loss "
+        f"{_fmt(_last(stats['ddpm'], 'train', 'loss'))} |",
+        f"| predict | {_minutes(timings.get('predict'))} | {_fmt(meta.get('sec_per_video'), 2)} s per video |",
+        f"| total | {_minutes(timings.get('total'))} | |", "",
+        "A stage that was already finished (a re-run) shows only the time to check it.",
+    ]
+    path = run_dir / "report.md"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _minutes(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
