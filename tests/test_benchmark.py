@@ -65,3 +65,19 @@ def test_benchmark_refuses_bad_inputs(synthetic_clevrer, tiny_runs, tmp_path, ca
     assert benchmark.main([*common, "--ddpm", str(tiny_runs["latent"]), "--split", "unlabeled"]) == 2
     assert "no true frame-22 masks" in capsys.readouterr().err
     assert not (tmp_path / "b.md").exists()
+
+
+def test_eval_reads_what_predict_writes(synthetic_clevrer, tiny_runs, tmp_path):
+    """--exp predict then --exp eval without --data_path (taken from the predict run's config.yaml)."""
+    import main
+
+    assert main.main(["--exp", "predict", "--data_path", str(synthetic_clevrer), "--results_dir", str(tmp_path),
+                      "--device", "cpu", "--config_mod", f"predict.ddpm={tiny_runs['latent']}",
+                      "predict.max_videos=2", "predict.n_samples=1", "predict.sample_steps=2",
+                      "predict.png_videos=0", "predict.gif_videos=0"]) == 0
+    assert main.main(["--exp", "eval", "--results_dir", str(tmp_path), "--device", "cpu", "--config_mod",
+                      f"eval.predictions={tmp_path / 'predict_main_CLEVRER_42'}", "eval.metrics=[jaccard,lpips]"]) == 0
+    report = json.loads((tmp_path / "eval_main_CLEVRER_42" / "eval.json").read_text())
+    assert report["split"] == "val" and report["num_videos"] == 2
+    assert 0.0 <= report["jaccard"]["score"] <= 1.0 and report["frame22"]["resolution"] == [32, 48]
+    assert "copy_frame11_truth" in report["baselines"]
