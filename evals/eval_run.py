@@ -231,6 +231,9 @@ def evaluate_predictions(predictions: Predictions, videos: SplitVideos, settings
                                              settings.device, settings.progress, truth=truth)
         if segmenter is None:
             notes.append("baselines from segmented frames need eval.segmenter (a --exp segment checkpoint).")
+        if not report["baselines"]:
+            notes.append("no baseline scored: copying the true frame 11 needs the true masks of frames 1-11 "
+                         "(mask.npy, or hidden_truth/ of a generated dataset).")
     return report
 
 
