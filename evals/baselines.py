@@ -31,7 +31,7 @@ TARGET_INDEX = 21        # frame 22, 0-based
 N_FRAMES = 22
 HIDDEN_TRUTH_DIR = "hidden_truth"
 HIDDEN_MASKS_FILE = "hidden_masks.pt"
-DEFAULT_SEGMENTER_MIN_PIXELS = 20
+DEFAULT_SEGMENTER_MIN_PIXELS = 5  # as predict.min_observed_pixels
 
 BASELINE_LABELS = {
     "copy_frame11_truth": "copy frame 11 (true masks)",

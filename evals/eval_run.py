@@ -124,7 +124,7 @@ class EvalSettings:
     device: torch.device = torch.device("cpu")
     baselines: bool = True
     tta: bool = False
-    suppress_min_pixels: int = 20
+    suppress_min_pixels: int = 5
     per_class_rows: int = 5
     fvd_cache_dir: Path | None = None
     progress: bool = True
@@ -138,7 +138,7 @@ class EvalSettings:
         return cls(metrics=metrics, lpips_net=str(section.get("lpips_net", "alex")),
                    batch_size=int(section.get("batch_size", 8)), device=device,
                    baselines=bool(section.get("baselines", True)), tta=bool(section.get("tta", False)),
-                   suppress_min_pixels=int(section.get("suppress_min_pixels", 20)),
+                   suppress_min_pixels=int(section.get("suppress_min_pixels", 5)),
                    per_class_rows=int(section.get("per_class_rows", 5)),
                    fvd_cache_dir=Path(results_dir) / "fvd_cache")
 
