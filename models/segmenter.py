@@ -155,7 +155,7 @@ def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cp
 
     expected_model_cfg, when given, must equal the checkpoint's `model` config (else a UserError).
     """
-    from tools.checkpoint import check_config_matches, load_checkpoint
+    from tools.checkpoint import check_config_matches, load_checkpoint, weights_for_inference
 
     state = load_checkpoint(checkpoint_path, map_location="cpu")
     config = state.get("config") or {}
@@ -166,22 +166,9 @@ def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cp
     if expected_model_cfg is not None:
         check_config_matches(config, {"model": dict(expected_model_cfg)}, "model", checkpoint_path)
     model = build_segmenter(model_cfg)
-    model.load_state_dict(inference_state_dict(state), strict=True)
+    model.load_state_dict(weights_for_inference(state), strict=True)
     data_cfg = config.get("data") or {}
     if data_cfg.get("height") and data_cfg.get("width"):
         model.trained_size = (int(data_cfg["height"]), int(data_cfg["width"]))
     return model.to(device).eval()
 
-
-def inference_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The raw model weights with the EMA's parameters and buffers laid over them when present.
-
-    The EMA holds parameters and buffers separately; both are needed (BatchNorm statistics are buffers).
-    """
-    weights = dict(state["model"])
-    ema = state.get("ema")
-    if isinstance(ema, Mapping) and ema.get("shadow"):
-        for name, value in {**ema["shadow"], **(ema.get("buffers") or {})}.items():
-            if name in weights:
-                weights[name] = value.to(weights[name].dtype)
-    return weights

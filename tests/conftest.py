@@ -10,6 +10,16 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The suite's tensors are tiny: one intra-op thread avoids oversubscribing a 2-core machine, which made
+    small convolutions several times slower whenever anything else ran beside the tests."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 SPLITS = {"train": 3, "val": 2, "unlabeled": 2, "hidden": 2}
 
 
@@ -71,6 +81,18 @@ def make_first_stage_checkpoint(path: Path, height: int = 32, width: int = 48) -
     cfg.run = {"exp": "first_stage"}
     torch.manual_seed(0)
     model = build_first_stage(cfg)
+    save_checkpoint({"model": model.state_dict(), "step": 0, "config": OmegaConf.to_container(cfg)}, path)
+    return path
+
+
+def make_segmenter_checkpoint(path: Path) -> Path:
+    """An untrained shallow segmenter saved as `--exp segment` would (its quality is not the point)."""
+    from models.segmenter import build_segmenter
+    from tools.checkpoint import save_checkpoint
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/segmentation/tiny.yaml")
+    torch.manual_seed(0)
+    model = build_segmenter(cfg.model)
     save_checkpoint({"model": model.state_dict(), "step": 0, "config": OmegaConf.to_container(cfg)}, path)
     return path
 

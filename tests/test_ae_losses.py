@@ -16,15 +16,6 @@ from tools.errors import UserError
 NARROW = {"channels": 8, "scene_channels": 4, "object_channels": 4, "motion_channels": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs on a shared 2-core machine run ~8x slower with 2 oversubscribed threads than with 1."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class BlurredL1(nn.Module):
     """Cheap perceptual stand-in with the LPIPS call shape: two [N,3,H,W] batches -> [N] distances."""
 

@@ -16,15 +16,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "autoencoder"
 NARROW = {"channels": 8, "scene_channels": 4, "object_channels": 4, "motion_channels": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs on a shared 2-core machine run ~8x slower with 2 oversubscribed threads than with 1."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def video(batch: int, frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, frames, 3, height, width, generator=generator) * 2 - 1

@@ -1,26 +1,15 @@
 """Frame-22 baselines: copy frame 11 (true or segmented masks), class suppression, true-frame segmentation."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from evals.baselines import (baseline_table, copy_last_observed, copy_last_observed_suppressed, frame22_truth,
                              segment_true_frame, split_videos)
-from models.segmenter import build_segmenter, load_segmenter
+from models.segmenter import load_segmenter
+from tests.conftest import make_segmenter_checkpoint as tiny_segmenter_checkpoint
 from tests.conftest import write_synthetic_dataset
-from tools.checkpoint import save_checkpoint
 from tools.errors import UserError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs on a shared 2-core machine run much faster with one thread than two oversubscribed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def numpy_jaccard(pred: np.ndarray, true: np.ndarray) -> float:
@@ -31,15 +20,6 @@ def numpy_jaccard(pred: np.ndarray, true: np.ndarray) -> float:
         union = np.logical_or(pred == cls, true == cls).sum()
         ious.append(intersection / union)
     return float(np.mean(ious))
-
-
-def tiny_segmenter_checkpoint(path: Path) -> Path:
-    """An untrained shallow segmenter saved as `--exp segment` would (weights' quality is not the point)."""
-    cfg = OmegaConf.load("configs/segmentation/tiny.yaml")
-    torch.manual_seed(0)
-    model = build_segmenter(cfg.model)
-    save_checkpoint({"model": model.state_dict(), "step": 0, "config": OmegaConf.to_container(cfg)}, path)
-    return path
 
 
 def test_copy_frame11_truth_matches_independent_jaccard(synthetic_clevrer):

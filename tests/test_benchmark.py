@@ -2,26 +2,16 @@
 import json
 
 import pytest
-import torch
 
 from evals import benchmark
-from tests.test_baselines import tiny_segmenter_checkpoint
-from tests.test_ddpm_run import _ddpm, _first_stage_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs on a shared 2-core machine run much faster with one thread than two oversubscribed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.conftest import make_first_stage_checkpoint as _first_stage_checkpoint
+from tests.conftest import make_segmenter_checkpoint as tiny_segmenter_checkpoint
+from tests.conftest import run_ddpm as _ddpm
 
 
 @pytest.fixture(scope="module")
 def tiny_runs(synthetic_clevrer, tmp_path_factory):
     """A latent and a pixel ddpm checkpoint (1 training step each) and an untrained segmenter."""
-    torch.set_num_threads(1)
     results = tmp_path_factory.mktemp("bench_runs")
     first = _first_stage_checkpoint(results / "fs.pth")
     assert _ddpm(synthetic_clevrer, results, "latent", first, 1) == 0

@@ -3,7 +3,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import main
-from tools.config import apply_overrides, load_config, save_config
+from tools.config import load_config, save_config
 from tools.errors import UserError
 
 

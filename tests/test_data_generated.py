@@ -1,7 +1,6 @@
 """Real samples and a freshly generated dataset flow through the same reader with identical dtypes and shapes,
 and `--exp check_data` passes on both (via main.py, as a user runs it)."""
 import pytest
-import torch
 
 import main
 from tests.conftest import SHARED

@@ -11,15 +11,6 @@ from tools.errors import UserError
 C, CS = 4, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run several times faster on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(cond_mode: str = "concat", channels: int = C, static: int = CS, seed: int = 0) -> VideoDenoiser:
     torch.manual_seed(seed)
     return VideoDenoiser(channels, static, base_channels=16, channel_mults=(1, 2, 2), n_res_blocks=1,
@@ -162,7 +153,7 @@ def test_configs_build_the_model_diffusion_and_frame_sets(name):
     from tools.strategies import get_strategy
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / f"configs/latent-diffusion/{name}.yaml")
-    assert set(cfg) == {"model", "diffusion", "frames", "train", "inference"}
+    assert set(cfg) == {"model", "diffusion", "frames", "train", "data", "pixel", "inference"}
     diffusion = GaussianDiffusion.from_config(cfg.diffusion)
     assert diffusion.n_steps == cfg.diffusion.n_steps and cfg.diffusion.sampler in ("ddim", "ddpm")
     obs_idx, tgt_idx, _ = sample_frame_sets(torch.Generator().manual_seed(0), **cfg.frames)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from tools.diffusion import GaussianDiffusion, cosine_alphas_cumprod, linear_alphas_cumprod, measure_scale_factor
-from tools.ema import EMA, unwrap
+from tools.distributed import unwrap
+from tools.ema import EMA
 from tools.errors import UserError
 from tools.frame_sets import gather_frames, sample_frame_sets, sample_frame_sets_batch
 

@@ -12,15 +12,6 @@ from evals.eval_run import load_predictions
 from tools.data.clevrer import read_frames, resize_frames
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs on a shared 2-core machine run much faster with one thread than two oversubscribed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def write_predictions(folder: Path, submission: torch.Tensor, video_ids: list[int], split: str = "val",
                       frames: torch.Tensor | None = None, targets: tuple[int, ...] = (21,)) -> Path:
     """A predictions folder laid out as `--exp predict` writes it."""

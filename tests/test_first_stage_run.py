@@ -9,7 +9,7 @@ from tools.checkpoint import load_checkpoint
 from tools.logger import read_stats
 
 SMALL = ["data.height=32", "data.width=48", "model.channels=8", "train.log_every=1", "train.image_every=2",
-         "train.ckpt_every=2", "loss.lpips_frames=1"]
+         "train.ckpt_every=2", "train.val_every=2", "loss.lpips_frames=1"]
 
 
 def _first_stage(data, results, run_id, steps, *extra, mods=()):

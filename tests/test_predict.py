@@ -2,11 +2,8 @@
 import json
 
 import torch
-from omegaconf import OmegaConf
-
 import main
-from models.segmenter import build_segmenter
-from tools.checkpoint import save_checkpoint
+from tests.conftest import make_segmenter_checkpoint
 from tools.data.clevrer import list_videos
 
 
@@ -46,10 +43,7 @@ def test_resume_skips_finished_videos(tiny_ddpm_checkpoint, synthetic_clevrer, t
 
 
 def test_segmenter_fusion_and_missing_checkpoint(tiny_ddpm_checkpoint, synthetic_clevrer, tmp_path, capsys):
-    seg_cfg = OmegaConf.load("configs/segmentation/tiny.yaml")
-    segmenter = build_segmenter(seg_cfg.model)
-    seg_path = tmp_path / "segmenter.pth"
-    save_checkpoint({"model": segmenter.state_dict(), "step": 0, "config": OmegaConf.to_container(seg_cfg)}, seg_path)
+    seg_path = make_segmenter_checkpoint(tmp_path / "segmenter.pth")
     assert _predict(synthetic_clevrer, tmp_path, "seg", tiny_ddpm_checkpoint, f"predict.segmenter={seg_path}",
                     "predict.fusion=mean", "predict.tta=true") == 0
     assert torch.load(tmp_path / "predict_seg_CLEVRER_42" / "submission.pt").shape == (2, 160, 240)

@@ -1,6 +1,4 @@
 """The generic loop: a resumed run continues from the saved step and matches an uninterrupted run."""
-import copy
-
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import TensorDataset

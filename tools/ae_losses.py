@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -22,6 +21,7 @@ from torch import nn
 from models.autoencoder import Latents
 from models.discriminators import PatchDiscriminator2d, PatchDiscriminator3d, hinge_d_loss, hinge_g_loss
 from tools.errors import UserError
+from tools.seg_losses import masked_cross_entropy, soft_dice_loss
 
 LOSS_DEFAULTS: dict[str, Any] = {
     "l1_weight": 1.0,
@@ -70,28 +70,6 @@ def mask_iou(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     union = confusion.sum(0) + confusion.sum(1) - intersection
     present = union > 0
     return (intersection / union.clamp(min=1)).sum() / present.sum()
-
-
-def masked_cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """CE over known pixels (masks == -1 ignored); exactly 0 (still in the graph) when none is known."""
-    total = F.cross_entropy(logits.float(), masks, ignore_index=-1, reduction="sum")
-    return total / (masks >= 0).sum().clamp(min=1)
-
-
-def soft_dice_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """1 - mean soft Dice over classes present in the known pixels; logits [N, C, H, W], masks [N, H, W]."""
-    num_classes = logits.shape[1]
-    probs = logits.float().softmax(1)
-    known = (masks >= 0).unsqueeze(1).float()
-    target = masks.clamp(min=0).unsqueeze(1)
-    # Per-class sums by index_add instead of a one-hot tensor: 49 x full-res one-hots cost gigabytes.
-    hit = (probs.gather(1, target) * known).flatten()
-    intersection = probs.new_zeros(num_classes).index_add(0, target.flatten(), hit)
-    target_count = probs.new_zeros(num_classes).index_add(0, target.flatten(), known.flatten())
-    predicted = (probs * known).sum((0, 2, 3))
-    dice = (2 * intersection + 1.0) / (predicted + target_count + 1.0)
-    present = (target_count > 0).float()
-    return ((1 - dice) * present).sum() / present.sum().clamp(min=1)
 
 
 def adaptive_gan_weight(reconstruction_loss: torch.Tensor, generator_loss: torch.Tensor, last_layer: torch.Tensor,

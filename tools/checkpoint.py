@@ -100,6 +100,7 @@ def weights_for_inference(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     weights = dict(state["model"])
     ema = state.get("ema")
     if isinstance(ema, dict) and ema.get("shadow"):  # tools/ema.py: averaged parameters, copied buffers
-        weights.update(ema["shadow"])
-        weights.update(ema.get("buffers") or {})
+        averaged = {**ema["shadow"], **(ema.get("buffers") or {})}
+        # Only names the state dict has: non-persistent buffers are tracked by the EMA but never saved.
+        weights.update({name: value for name, value in averaged.items() if name in weights})
     return weights

@@ -63,9 +63,9 @@ def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare module under DDP and/or torch.compile wrappers (safe on an unwrapped model)."""
+    """The bare module under DDP/DataParallel and/or torch.compile wrappers (safe on an unwrapped model)."""
     while True:
-        if isinstance(model, DistributedDataParallel):
+        if isinstance(model, (DistributedDataParallel, nn.DataParallel)):
             model = model.module
         elif hasattr(model, "_orig_mod"):
             model = model._orig_mod

@@ -9,18 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tools.distributed import unwrap
 from tools.errors import UserError
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP / DataParallel / torch.compile wrappers (no-op otherwise)."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 class EMA:

@@ -9,12 +9,9 @@ val split -> evaluate -> results/pipeline_{id}_{data}_{seed}/report.md. Every st
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tools.config import apply_overrides, load_yaml

@@ -12,32 +12,26 @@ from torch import nn
 IGNORE_INDEX = -1
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                   smooth: float = 1.0) -> torch.Tensor:
-    """1 - mean soft Dice over the classes present in the known target pixels of the batch.
+def masked_cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """CE over known pixels (masks == -1 ignored); exactly 0 (still in the graph) when none is known."""
+    total = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (masks != IGNORE_INDEX).sum().clamp(min=1)
 
-    logits [N, C, H, W], target [N, H, W] int64. Classes absent from the target are left out of the mean
-    (their Dice would reward predicting nothing and say little). Zero when no pixel is known.
-    """
+
+def soft_dice_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over classes present in the known pixels; logits [N, C, H, W], masks [N, H, W]."""
     num_classes = logits.shape[1]
-    known = target != ignore_index
-    probabilities = logits.float().softmax(dim=1) * known.unsqueeze(1)
-    one_hot = F.one_hot(target.clamp(min=0), num_classes).permute(0, 3, 1, 2).float() * known.unsqueeze(1)
-    dims = (0, 2, 3)
-    intersection = (probabilities * one_hot).sum(dims)
-    predicted = probabilities.sum(dims)
-    present_count = one_hot.sum(dims)
-    dice = (2.0 * intersection + smooth) / (predicted + present_count + smooth)
-    present = (present_count > 0).float()
-    return ((1.0 - dice) * present).sum() / present.sum().clamp(min=1.0)
-
-
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
-                         ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean cross-entropy over known pixels; zero (still differentiable) when none is known."""
-    if not bool((target != ignore_index).any()):
-        return logits.float().sum() * 0.0
-    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+    probs = logits.float().softmax(1)
+    known = (masks != IGNORE_INDEX).unsqueeze(1).float()
+    target = masks.clamp(min=0).unsqueeze(1)
+    # Per-class sums by index_add instead of a one-hot tensor: 49 x full-res one-hots cost gigabytes.
+    hit = (probs.gather(1, target) * known).flatten()
+    intersection = probs.new_zeros(num_classes).index_add(0, target.flatten(), hit)
+    target_count = probs.new_zeros(num_classes).index_add(0, target.flatten(), known.flatten())
+    predicted = (probs * known).sum((0, 2, 3))
+    dice = (2 * intersection + 1.0) / (predicted + target_count + 1.0)
+    present = (target_count > 0).float()
+    return ((1 - dice) * present).sum() / present.sum().clamp(min=1)
 
 
 class SegmentationLoss(nn.Module):

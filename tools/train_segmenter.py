@@ -36,6 +36,7 @@ from tools.distributed import DistContext, autocast, barrier, make_grad_scaler, 
 from tools.errors import UserError
 from tools.loader import make_train_loader
 from tools.logger import RunLogger
+from tools.stage_data import require_data_path
 from tools.runs import LAST_CHECKPOINT, prepare_run_dir
 from tools.seg_losses import SegmentationLoss
 from tools.train_loop import seed_everything, train
@@ -235,14 +236,6 @@ class Validation:
         logger.log_image("val/input_truth_prediction", grid, step)
 
 
-def require_data_path(cfg: DictConfig) -> Path:
-    data_path = cfg.run.get("data_path")
-    if not data_path:
-        raise UserError("--exp segment needs --data_path: the dataset root holding train/ val/ unlabeled/ "
-                        "(generate one with --exp generate --data_path D)")
-    return Path(str(data_path)).expanduser()
-
-
 def batch_size_of(cfg: DictConfig) -> int:
     size = int(cfg.run.get("batch_size") or cfg.train.batch_size)
     if size < 1:
@@ -251,7 +244,7 @@ def batch_size_of(cfg: DictConfig) -> int:
 
 
 def train_segmenter(cfg: DictConfig, ctx: DistContext) -> int:
-    root = require_data_path(cfg)
+    root = Path(require_data_path(cfg)).expanduser()
     seed_everything(int(cfg.run.seed), ctx.rank)
     size = (int(cfg.data.height), int(cfg.data.width))
     train_frames = LabeledFrames(root, list(cfg.data.train_splits), size)
@@ -306,7 +299,7 @@ def predict_video_masks(model: Segmenter, frames: torch.Tensor, ctx: DistContext
 
 def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
     """Segment every video of pseudo_label.split into <run_dir>/pseudo_labels/video_<id>/mask.npy."""
-    root = require_data_path(cfg)
+    root = Path(require_data_path(cfg)).expanduser()
     split = str(cfg.pseudo_label.split)
     entries = ClevrerDataset(root, split).entries
     run_dir = prepare_run_dir(cfg, ctx)
