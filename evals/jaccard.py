@@ -43,7 +43,8 @@ def jaccard_score(pred: torch.Tensor, true: torch.Tensor, batch_size: int = 256,
                   device: str | torch.device = "cpu") -> float:
     """The competition score: torchmetrics multiclass Jaccard over all masks stacked."""
     check_mask_pair(pred, true)
-    metric = JaccardIndex(task="multiclass", num_classes=NUM_CLASSES).to(device)
+    # No cross-process sync: this scores the masks it is given; under torchrun, rank 0 may call it alone.
+    metric = JaccardIndex(task="multiclass", num_classes=NUM_CLASSES, sync_on_compute=False).to(device)
     for pred_batch, true_batch in _batches(pred, true, batch_size, torch.device(device)):
         metric.update(pred_batch, true_batch)
     return float(metric.compute())
