@@ -59,3 +59,16 @@ def test_missing_first_stage_folder_is_refused(synthetic_clevrer, tmp_path, caps
     code = _first_stage(synthetic_clevrer, tmp_path, "gan", 1, "--first_stage_folder", str(tmp_path / "nope"))
     assert code == main.EXIT_USER_ERROR
     assert "holds no model_last.pth" in capsys.readouterr().err
+
+
+def test_missing_or_empty_unlabeled_split_is_skipped(synthetic_clevrer, tmp_path):
+    from omegaconf import OmegaConf
+
+    from tools.datasets import training_clips
+
+    cfg = OmegaConf.load("configs/autoencoder/tiny.yaml")
+    cfg.run = {"data": "CLEVRER", "data_path": str(tmp_path)}
+    for split in ("train", "val"):
+        (tmp_path / split).symlink_to(synthetic_clevrer / split)
+    (tmp_path / "unlabeled").mkdir()  # what the generator leaves for counts.unlabeled=0
+    assert len(training_clips(cfg)) == 3

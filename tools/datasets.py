@@ -70,8 +70,9 @@ def training_clips(cfg: DictConfig) -> Dataset:
     root = str(cfg.run.data_path)
     parts = [_clevrer_split(root, split, cfg, int(cfg.data.frames)) for split in cfg.data.labeled_splits]
     for split in cfg.data.get("unlabeled_splits") or []:
-        if not (Path(root) / split).is_dir():
-            print(f"note: no '{split}' split in {root}; training on labeled videos only")
+        folder = Path(root) / split
+        if not folder.is_dir() or not any(p.name.startswith("video_") for p in folder.iterdir()):
+            print(f"note: no videos in the '{split}' split of {root}; training on labeled videos only")
             continue
         unlabeled = _clevrer_split(root, split, cfg, int(cfg.data.frames))
         pseudo = cfg.data.get("pseudo_labels")
