@@ -67,6 +67,24 @@ def _run_levels(levels: nn.ModuleList, x: torch.Tensor, use_checkpoint: bool) ->
     return x
 
 
+def _resolution_levels(widths: Sequence[int], num_res_blocks: int, resample: type[nn.Module]
+                       ) -> tuple[nn.ModuleList, int]:
+    """One level of ResBlocks per width, `resample` (down or up) between consecutive levels.
+
+    Returns the levels and the width of the last one; the first level starts at widths[0].
+    """
+    levels, current = [], widths[0]
+    for index, width in enumerate(widths):
+        blocks: list[nn.Module] = []
+        for _ in range(num_res_blocks):
+            blocks.append(ResBlock(current, width))
+            current = width
+        if index < len(widths) - 1:
+            blocks.append(resample(current))
+        levels.append(nn.Sequential(*blocks))
+    return nn.ModuleList(levels), current
+
+
 class Encoder2d(nn.Module):
     """Image -> feature map at stride ``2 ** (len(mults) - 1)`` with ``out_channels`` channels."""
 
@@ -76,17 +94,7 @@ class Encoder2d(nn.Module):
         self.grad_checkpoint = grad_checkpoint
         widths = [channels * m for m in mults]
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
-        levels = []
-        current = widths[0]
-        for index, width in enumerate(widths):
-            blocks: list[nn.Module] = []
-            for _ in range(num_res_blocks):
-                blocks.append(ResBlock(current, width))
-                current = width
-            if index < len(widths) - 1:
-                blocks.append(Downsample(current))
-            levels.append(nn.Sequential(*blocks))
-        self.levels = nn.ModuleList(levels)
+        self.levels, current = _resolution_levels(widths, num_res_blocks, Downsample)
         self.out = nn.Sequential(ResBlock(current, current), group_norm(current), nn.SiLU(),
                                  nn.Conv2d(current, out_channels, 3, padding=1))
 
@@ -105,16 +113,7 @@ class Decoder2d(nn.Module):
         widths = [channels * m for m in reversed(mults)]
         current = widths[0]
         self.conv_in = nn.Sequential(nn.Conv2d(in_channels, current, 3, padding=1), ResBlock(current, current))
-        levels = []
-        for index, width in enumerate(widths):
-            blocks: list[nn.Module] = []
-            for _ in range(num_res_blocks):
-                blocks.append(ResBlock(current, width))
-                current = width
-            if index < len(widths) - 1:
-                blocks.append(Upsample(current))
-            levels.append(nn.Sequential(*blocks))
-        self.levels = nn.ModuleList(levels)
+        self.levels, current = _resolution_levels(widths, num_res_blocks, Upsample)
         self.out = nn.Sequential(group_norm(current), nn.SiLU())
         self.out_channels = current
 
