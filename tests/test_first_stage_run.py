@@ -53,6 +53,11 @@ def test_gan_finetune_starts_from_first_stage_folder(first_stage_run, synthetic_
     records = [r for r in read_stats(run_dir) if r["split"] == "train"]
     assert records and all(r["d_loss"] > 0 for r in records), "discriminator must train from step 0"
     assert "train/d_loss" in _events(run_dir).Tags()["scalars"]
+    code = _first_stage(synthetic_clevrer, results, "main_gan", 3, "--first_stage_folder", str(first_stage_run),
+                        mods=["loss.gan.enabled=true", "loss.gan.channels=8"])
+    assert code == 0
+    assert [r["step"] for r in read_stats(run_dir) if r["split"] == "train"] == [1, 2, 3], "the GAN run resumes"
+    assert "discriminator" in load_checkpoint(run_dir / "model_last.pth")
 
 
 def test_missing_first_stage_folder_is_refused(synthetic_clevrer, tmp_path, capsys):
