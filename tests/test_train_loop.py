@@ -110,3 +110,16 @@ def test_sampler_shards_ranks_and_resumes():
     ranks = [ResumableSampler(10, seed=3, rank=r, world_size=2) for r in range(2)]
     first_epoch = [list(zip(range(5), iter(s))) for s in ranks]
     assert sorted(i for part in first_epoch for _, i in part) == list(range(10))
+
+
+def test_time_budget_stops_early_and_marks_the_final_log(tmp_path):
+    cfg = _cfg(tmp_path, 50, "budget")
+    cfg.train.max_minutes = 1e-9  # out of time after the first step
+    seed_everything(cfg.run.seed)
+    task, run_dir = ToyTask(), prepare_run_dir(cfg, CPU)
+    calls = []
+    data = _dataset()
+    step = train(task, lambda start: make_train_loader(data, 4, cfg.run.seed, CPU, start), cfg, run_dir, CPU,
+                 RunLogger(run_dir, enabled=False), on_log=lambda s, final: calls.append((s, final)))
+    assert step == 1 and calls == [(1, True)]
+    assert (run_dir / LAST_CHECKPOINT).exists(), "a time-capped run still saves where it stopped"

@@ -184,8 +184,8 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     val_every = int(cfg.train.get("sample_every") or cfg.train.log_every)
     try:
         train(task, make_batches, cfg, run_dir, ctx, logger,
-              on_log=lambda step: validate(task, val_loader, step, logger)
-              if ctx.is_main and step % val_every == 0 else {})
+              on_log=lambda step, final: validate(task, val_loader, step, logger)
+              if ctx.is_main and (step % val_every == 0 or final) else {})
     finally:
         logger.close()
     return 0

@@ -195,7 +195,8 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
         train(task, lambda start: make_train_loader(dataset, batch_size, int(cfg.run.seed), ctx, start, workers,
                                                     name="first-stage training data"),
               cfg, run_dir, ctx, logger,
-              on_log=lambda step: validate(task, val_loader, cfg) if ctx.is_main and step % val_every == 0 else {},
+              on_log=lambda step, final: validate(task, val_loader, cfg)
+              if ctx.is_main and (step % val_every == 0 or final) else {},
               on_images=lambda step: log_reconstruction(task, preview, logger, step))
     finally:
         logger.close()

@@ -91,12 +91,13 @@ def resume_if_possible(task: TrainTask, cfg: DictConfig, run_dir: Path, ctx: Dis
 
 def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: DictConfig, run_dir: Path,
           ctx: DistContext, logger: RunLogger,
-          on_log: Callable[[int], dict[str, float] | None] | None = None,
+          on_log: Callable[[int, bool], dict[str, float] | None] | None = None,
           on_images: Callable[[int], None] | None = None) -> int:
     """Run `task` until cfg.train.max_steps (or cfg.train.max_minutes); returns the final step.
 
     make_batches(start_step) must return an endless iterator positioned at start_step.
-    on_log(step) may return extra validation scalars; on_images(step) writes sample grids.
+    on_log(step, final) may return extra validation scalars (final: the last log step of this run, also when
+    train.max_minutes stops it early); on_images(step) writes sample grids.
     """
     tcfg = cfg.train
     start = resume_if_possible(task, cfg, run_dir, ctx)
@@ -127,7 +128,7 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
                 means["peak_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
             logger.log_scalars(step, means)
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]})
-            extra = on_log(step) if on_log else None
+            extra = on_log(step, step == max_steps or out_of_time) if on_log else None
             if extra:
                 logger.log_scalars(step, extra, prefix="val")
             sums.clear()

@@ -204,8 +204,8 @@ class Validation:
             raise UserError(f"train.val_every={self.val_every} must be a multiple of train.log_every="
                             f"{cfg.train.log_every} (validation runs at log steps)")
 
-    def on_log(self, step: int) -> dict[str, float] | None:
-        if step % self.val_every and step != int(self.cfg.train.max_steps):
+    def on_log(self, step: int, final: bool = False) -> dict[str, float] | None:
+        if step % self.val_every and not final:
             return None
         jaccard = evaluate_jaccard(self.task.inference_model(), self.loader, self.ctx,
                                    self.cfg.train.get("amp"), bool(self.cfg.train.get("tta")))
