@@ -34,7 +34,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from evals.baselines import BASELINE_LABELS, baseline_table, frame22_truth, split_videos  # noqa: E402
-from evals.eval_run import EvalSettings, evaluate_predictions, load_predictions, write_text_atomic  # noqa: E402
+from evals.eval_run import EvalSettings, evaluate_predictions, load_predictions  # noqa: E402
+from tools.atomic import write_text_atomic  # noqa: E402
 from tools.config import load_yaml  # noqa: E402
 from tools.distributed import init_distributed  # noqa: E402
 from tools.errors import UserError  # noqa: E402

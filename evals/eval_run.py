@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from evals.baselines import (BASELINE_LABELS, SplitVideos, baseline_table, frame22_truth, has_true_frame,
                              split_videos)
 from evals.jaccard import jaccard_report
+from tools.atomic import write_text_atomic
 from tools.data.classes import class_name
 from tools.data.clevrer import read_frames, resize_frames
 from tools.errors import UserError
@@ -301,12 +301,6 @@ def report_markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
     if report.get("notes"):
         lines += [""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(text)
-    os.replace(temp, path)
 
 
 # ----------------------------------------------------------------------------- the stage

@@ -12,9 +12,7 @@ so a dataset's features are computed once.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from evals.i3d_net import I3D, MIN_FRAMES
+from tools.atomic import atomic_path
 from tools.errors import UserError
 
 I3D_RESOLUTION = 224
@@ -117,17 +116,9 @@ class FeatureStats:
         return cls(mu, sigma, len(features))
 
     def save(self, path: str | Path) -> None:
-        """Write atomically: a temporary file in the same folder, then os.replace."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as temp_file:
-                np.savez(temp_file, mu=self.mu, sigma=self.sigma, count=self.count, protocol=PROTOCOL)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        """Write atomically (tools.atomic): a kill never leaves a torn cache file."""
+        with atomic_path(path) as temp, open(temp, "wb") as handle:
+            np.savez(handle, mu=self.mu, sigma=self.sigma, count=self.count, protocol=PROTOCOL)
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureStats":

@@ -12,6 +12,7 @@ from typing import Iterable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from tools.atomic import write_text_atomic
 from tools.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,10 +73,7 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> DictC
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     """Write the fully resolved config as YAML, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def to_plain(cfg: DictConfig) -> dict:

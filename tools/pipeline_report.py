@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 
+from tools.atomic import write_text_atomic
 from tools.data.classes import colorize_mask
 from tools.data.clevrer import list_videos, read_frames, read_mask
 from tools.logger import read_stats
+from tools.prediction_outputs import resized_uint8, save_png, uint8_hwc
 from tools.runs import run_dir_for
 
 FIGURE_VIDEOS = 4
@@ -27,26 +27,18 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _uint8(frame: torch.Tensor) -> np.ndarray:
-    return (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-
-
 def write_figure(path: Path, entries: list, predict_dir: Path, submission: torch.Tensor) -> None:
     """Rows of videos: frames 1, 6, 11 | true frame 22 | predicted frame 22 | true mask | predicted mask."""
     frames_pred = torch.load(predict_dir / "frames.pt", weights_only=True)
     rows = []
     for index, entry in enumerate(entries[:FIGURE_VIDEOS]):
         frames = read_frames(entry.path, [0, 5, 10, 21])
-        size = frames.shape[-2:]
-        predicted = torch.nn.functional.interpolate(frames_pred[index, -1][None].float() / 255, size=tuple(size),
-                                                    mode="bilinear", align_corners=False)[0]
-        tiles = [_uint8(f) for f in frames] + [_uint8(predicted), colorize_mask(read_mask(entry.path)[21].numpy()),
-                                               colorize_mask(submission[index].numpy())]
+        predicted = resized_uint8(frames_pred[index, -1], tuple(frames.shape[-2:]))
+        tiles = [uint8_hwc(f) for f in frames] + [uint8_hwc(predicted),
+                                                  colorize_mask(read_mask(entry.path)[21].numpy()),
+                                                  colorize_mask(submission[index].numpy())]
         rows.append(np.concatenate(tiles, axis=1))
-    image = np.concatenate(rows, axis=0)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+    save_png(np.concatenate(rows, axis=0), path)
 
 
 def jaccard_rows(data_path: Path, predict_dir: Path, segmenter: Path) -> tuple[list[tuple[str, float]], list]:
@@ -98,9 +90,7 @@ def write_report(run_dir: Path, data_path: Path, predict_dir: Path, segmenter: P
         "A stage that was already finished (a re-run) shows only the time to check it.",
     ]
     path = run_dir / "report.md"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

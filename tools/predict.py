@@ -13,7 +13,6 @@ the submission tensor is assembled from them at the end.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from pathlib import Path
@@ -25,7 +24,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from models.identity_autoencoder import IdentityAutoencoder
-from tools.data.clevrer import ClevrerDataset, read_frames, read_mask
+from tools.atomic import torch_save_atomic, write_text_atomic
+from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_frames
 from tools.distributed import DistContext, autocast, barrier
 from tools.errors import UserError
 from tools.postprocess import majority_vote, present_classes, suppress_absent_logits
@@ -35,14 +35,6 @@ from tools.stage_data import require_data_path
 from tools.video_predictor import VideoPredictor
 
 FUSIONS = ("head", "segmenter", "mean")
-
-
-def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[B,T,3,H,W] -> [B,T,3,h,w] (antialiased bilinear)."""
-    if tuple(frames.shape[-2:]) == tuple(size):
-        return frames
-    flat = F.interpolate(frames.flatten(0, 1), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return flat.unflatten(0, frames.shape[:2])
 
 
 class MaskScorer:
@@ -61,8 +53,7 @@ class MaskScorer:
         self.predictor, self.segmenter, self.fusion, self.tta = predictor, segmenter, fusion, tta
 
     def segmenter_scores(self, rgb01: torch.Tensor) -> torch.Tensor:
-        size = getattr(self.segmenter, "trained_size", None)
-        return self.segmenter.segment(rgb01, tta=self.tta, size=size).float().log_softmax(1)
+        return self.segmenter.segment(rgb01, tta=self.tta, size=self.segmenter.trained_size).float().log_softmax(1)
 
     def scores(self, rgb: torch.Tensor, head_logits: torch.Tensor | None) -> torch.Tensor:
         """rgb [N,3,h,w] in [-1,1], head logits [N,49,h,w] or None -> log-probabilities [N,49,h,w]."""
@@ -137,7 +128,8 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
         observed = torch.stack([item["frames"] for item in items]).to(ctx.device)  # [B,To,3,H,W] in [0,1]
         full_size = tuple(observed.shape[-2:])
         generator = torch.Generator().manual_seed(seed * 1_000_003 + int(items[0]["video_id"]))
-        rgb, head = predictor.predict(resize_frames(observed, model_size) * 2 - 1, targets, n_samples, strategy,
+        at_model_size = resize_frames(observed.flatten(0, 1), model_size).unflatten(0, observed.shape[:2])
+        rgb, head = predictor.predict(at_model_size * 2 - 1, targets, n_samples, strategy,
                                       generator, amp=lambda: autocast(ctx, pcfg.get("amp")))
         for b, item in enumerate(items):
             with torch.no_grad():
@@ -146,9 +138,8 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
                 if pcfg.suppress_absent:
                     allowed = present_classes(scorer.observed_masks(observed[b]), int(pcfg.min_observed_pixels))
                 mask = frame22_mask(scores, allowed, full_size).cpu()
-            path = _result_path(out_dir, int(item["video_id"]))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_torch_save({"mask": mask, "frames": _to_uint8(rgb[b, 0])}, path)
+            torch_save_atomic({"mask": mask, "frames": _to_uint8(rgb[b, 0])},
+                              _result_path(out_dir, int(item["video_id"])))
         done += len(items)
         bar.update(len(items))
     bar.close()
@@ -166,21 +157,16 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
     return meta
 
 
-def _write_json(record: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
-
-
 def assemble_outputs(out_dir: Path, entries: list, data_path: str, meta: dict, png_videos: int, gif_videos: int,
                      n_obs: int) -> None:
     """submission.pt, video_ids.json, frames.pt and meta.json from the per-video results, plus PNGs and GIFs."""
     results = [torch.load(_result_path(out_dir, e.id), weights_only=True) for e in entries]
     submission = torch.stack([r["mask"] for r in results])
-    _atomic_torch_save(submission, out_dir / "submission.pt")
-    _atomic_torch_save(torch.stack([r["frames"] for r in results]), out_dir / "frames.pt")
-    _write_json({"split": meta["split"], "video_ids": [e.id for e in entries]}, out_dir / "video_ids.json")
-    _write_json(meta, out_dir / "meta.json")
+    torch_save_atomic(submission, out_dir / "submission.pt")
+    torch_save_atomic(torch.stack([r["frames"] for r in results]), out_dir / "frames.pt")
+    write_text_atomic(out_dir / "video_ids.json",
+                      json.dumps({"split": meta["split"], "video_ids": [e.id for e in entries]}, indent=2))
+    write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2))
     for index, (entry, result) in enumerate(zip(entries, results)):
         if index >= max(png_videos, gif_videos):
             break
@@ -193,12 +179,6 @@ def assemble_outputs(out_dir: Path, entries: list, data_path: str, meta: dict, p
             write_gif(out_dir / "gifs" / f"video_{entry.id}.gif", observed, result["frames"])
     print(f"wrote {out_dir / 'submission.pt'}: {tuple(submission.shape)} uint8, {len(entries)} videos of split "
           f"'{meta['split']}' in natural order")
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def run(cfg: DictConfig, ctx: DistContext) -> int:

@@ -1,7 +1,6 @@
 """Human-readable prediction outputs: per-video PNGs (inputs, predicted frame 22, masks) and GIFs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +8,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tools.atomic import atomic_path
 from tools.data.classes import colorize_mask
 
 
-def _uint8_hwc(frame: torch.Tensor) -> np.ndarray:
+def uint8_hwc(frame: torch.Tensor) -> np.ndarray:
     """[3,H,W] float in [0,1] or uint8 -> uint8 [H,W,3]."""
     if frame.dtype != torch.uint8:
         frame = (frame.float().clamp(0, 1) * 255).round().to(torch.uint8)
     return frame.permute(1, 2, 0).cpu().numpy()
 
 
-def _resized(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resized_uint8(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 [3,h,w] -> uint8 [3,H,W] (predictions may be at a lower model resolution)."""
     if tuple(frame.shape[-2:]) == tuple(size):
         return frame
@@ -27,10 +27,9 @@ def _resized(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return scaled.round().clamp(0, 255).to(torch.uint8)
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
+def save_png(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as temp:
+        Image.fromarray(array).save(temp)
 
 
 def write_video_pngs(folder: Path, observed: torch.Tensor, predicted: torch.Tensor, mask: torch.Tensor,
@@ -39,19 +38,17 @@ def write_video_pngs(folder: Path, observed: torch.Tensor, predicted: torch.Tens
     folder.mkdir(parents=True, exist_ok=True)
     size = tuple(observed.shape[-2:])
     picks = [0, observed.shape[0] // 2, observed.shape[0] - 1]
-    _save_png(np.concatenate([_uint8_hwc(observed[i]) for i in picks], axis=1), folder / "inputs.png")
-    _save_png(_uint8_hwc(_resized(predicted, size)), folder / "predicted_frame22.png")
-    _save_png(colorize_mask(mask.cpu().numpy()), folder / "predicted_mask.png")
+    save_png(np.concatenate([uint8_hwc(observed[i]) for i in picks], axis=1), folder / "inputs.png")
+    save_png(uint8_hwc(resized_uint8(predicted, size)), folder / "predicted_frame22.png")
+    save_png(colorize_mask(mask.cpu().numpy()), folder / "predicted_mask.png")
     if truth is not None:
-        _save_png(colorize_mask(truth.cpu().numpy()), folder / "true_mask.png")
+        save_png(colorize_mask(truth.cpu().numpy()), folder / "true_mask.png")
 
 
 def write_gif(path: Path, observed: torch.Tensor, predicted: torch.Tensor, ms_per_frame: int = 150) -> None:
     """Observed frames followed by the predicted target frames, as an animated GIF."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     size = tuple(observed.shape[-2:])
-    frames = [_uint8_hwc(f) for f in observed] + [_uint8_hwc(_resized(f, size)) for f in predicted]
+    frames = [uint8_hwc(f) for f in observed] + [uint8_hwc(resized_uint8(f, size)) for f in predicted]
     images = [Image.fromarray(f) for f in frames]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    os.replace(tmp, path)
+    with atomic_path(path) as temp:
+        images[0].save(temp, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)

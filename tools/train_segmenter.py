@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from models.segmenter import Segmenter, build_segmenter, load_local_encoder_weights, load_segmenter
+from tools.atomic import save_npy_atomic, write_text_atomic
 from tools.checkpoint import save_checkpoint
 from tools.config import to_plain
 from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_frames, resize_mask
@@ -276,25 +276,12 @@ def default_pseudo_label_checkpoint(run_dir: Path) -> Path:
                     f"--config_mod pseudo_label.checkpoint=PATH")
 
 
-def save_mask_atomic(mask: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        np.save(handle, mask)
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def predict_video_masks(model: Segmenter, frames: torch.Tensor, ctx: DistContext, amp: str | None,
                         tta: bool, chunk: int) -> np.ndarray:
     """uint8 [T, H, W] class ids of float frames [T, 3, H, W], segmented `chunk` frames at a time."""
-    masks = []
-    for start in range(0, frames.shape[0], max(1, chunk)):
-        rgb = frames[start:start + max(1, chunk)].to(ctx.device)
-        with autocast(ctx, amp):
-            scores = model.segment(rgb, tta=tta, size=model.trained_size)
-        masks.append(scores.argmax(1).to(torch.uint8).cpu())
-    return torch.cat(masks).numpy()
+    with autocast(ctx, amp):
+        return model.masks(frames, tta=tta, batch_size=chunk).numpy()
 
 
 def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
@@ -317,15 +304,12 @@ def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
     chunk = int(cfg.pseudo_label.get("batch_frames") or 22)
     for entry in tqdm(todo, disable=not ctx.is_main, desc="pseudo-labels", dynamic_ncols=True):
         masks = predict_video_masks(model, read_frames(entry.path), ctx, cfg.train.get("amp"), tta, chunk)
-        save_mask_atomic(masks, out_root / f"video_{entry.id}" / "mask.npy")
+        save_npy_atomic(out_root / f"video_{entry.id}" / "mask.npy", masks)
     barrier(ctx)
     if ctx.is_main:
         info = {"checkpoint": str(checkpoint), "data_path": str(root), "split": split, "videos": len(entries),
                 "tta": tta, "format": "video_<id>/mask.npy: uint8 (frames, H, W) class ids 0..48"}
-        tmp = out_root / f".info.json.tmp-{os.getpid()}"
-        out_root.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, out_root / "info.json")
+        write_text_atomic(out_root / "info.json", json.dumps(info, indent=2))
     return 0
 
 

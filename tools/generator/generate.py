@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from tqdm import tqdm
 
+from tools.atomic import atomic_path, save_npy_atomic, write_text_atomic
 from tools.errors import UserError
 from tools.generator.scene import GeneratorSettings, SceneSpec, sample_scene
 
@@ -114,7 +115,7 @@ def _claim_root(root: Path, settings: GeneratorSettings) -> None:
         return
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(wanted)))
+        write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(wanted)), TEMP_PREFIX)
     except OSError as error:
         raise UserError(f"Cannot write the dataset to {root} ({error}); pass a writable "
                         "--data_path.") from error
@@ -173,20 +174,6 @@ def video_done(root: Path, job: VideoJob) -> bool:
     return done
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    temp = path.with_name(TEMP_PREFIX + path.name)
-    temp.write_text(text)
-    os.replace(temp, path)
-
-
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(TEMP_PREFIX + path.name)
-    with open(temp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(temp, path)
-
-
 def write_video(root: Path, settings: GeneratorSettings, job: VideoJob) -> None:
     """Render one video and write it atomically in its split's format."""
     rgb, masks = render_video(settings, job.video_id)
@@ -201,7 +188,7 @@ def write_video(root: Path, settings: GeneratorSettings, job: VideoJob) -> None:
     if job.split in LABELED_SPLITS:
         np.save(temp / "mask.npy", masks)
     if job.split == "hidden":  # the truth first: a hidden video folder implies its truth exists
-        _save_npy_atomic(hidden_truth_path(root, job.video_id), masks)
+        save_npy_atomic(hidden_truth_path(root, job.video_id), masks, TEMP_PREFIX)
     if final.exists():  # a hidden video whose truth was missing: rewrite both
         shutil.rmtree(final)
     os.replace(temp, final)
@@ -228,9 +215,8 @@ def write_hidden_masks(root: Path, settings: GeneratorSettings) -> Path | None:
         return None
     last_frames = [np.load(hidden_truth_path(root, job.video_id))[-1] for job in hidden]
     path = root / HIDDEN_MASKS_FILE
-    temp = path.with_name(TEMP_PREFIX + path.name)
-    torch.save(torch.from_numpy(np.stack(last_frames)), temp)
-    os.replace(temp, path)
+    with atomic_path(path, TEMP_PREFIX) as temp:
+        torch.save(torch.from_numpy(np.stack(last_frames)), temp)
     return path
 
 
