@@ -63,17 +63,10 @@ def copy_last_observed_suppressed(masks_obs: torch.Tensor, min_pixels: int = 1) 
     return torch.stack([copy_last_observed_suppressed(video, min_pixels) for video in masks_obs])
 
 
-@torch.no_grad()
-def segment_frames(segmenter: torch.nn.Module, rgb: torch.Tensor, batch_size: int = 8, tta: bool = False,
-                   device: torch.device | str | None = None) -> torch.Tensor:
+def segment_frames(segmenter: torch.nn.Module, rgb: torch.Tensor, batch_size: int = 8, tta: bool = False
+                   ) -> torch.Tensor:
     """uint8 class masks [N, H, W] of RGB frames [N, 3, H, W] in [0, 1], at the segmenter's trained size."""
-    device = torch.device(device) if device is not None else next(segmenter.parameters()).device
-    size = getattr(segmenter, "trained_size", None)
-    masks = []
-    for start in range(0, len(rgb), batch_size):
-        batch = rgb[start:start + batch_size].to(device, torch.float32)
-        masks.append(segmenter.segment(batch, tta=tta, size=size).argmax(1).to(torch.uint8).cpu())
-    return torch.cat(masks) if masks else torch.zeros(0, *rgb.shape[-2:], dtype=torch.uint8)
+    return segmenter.masks(rgb, tta=tta, batch_size=batch_size)
 
 
 def segment_true_frame(segmenter: torch.nn.Module, frame21: torch.Tensor, batch_size: int = 8,

@@ -83,6 +83,18 @@ class Segmenter(nn.Module):
         return scores
 
 
+    @torch.no_grad()
+    def masks(self, rgb: torch.Tensor, tta: bool = False, batch_size: int = 8) -> torch.Tensor:
+        """uint8 class masks [N, H, W] on the CPU of frames [N, 3, H, W] in [0, 1], `batch_size` frames at a
+        time on the model's device, the network run at `trained_size` (when known)."""
+        device = next(self.parameters()).device
+        batch_size = max(1, int(batch_size))
+        masks = [self.segment(rgb[start:start + batch_size].to(device, torch.float32), tta=tta,
+                              size=self.trained_size).argmax(1).to(torch.uint8).cpu()
+                 for start in range(0, len(rgb), batch_size)]
+        return torch.cat(masks) if masks else torch.zeros(0, *rgb.shape[-2:], dtype=torch.uint8)
+
+
 def _build_smp_network(arch: str, encoder: str, classes: int, encoder_weights: str | None, encoder_depth: int,
                        decoder_channels: tuple[int, ...]) -> nn.Module:
     import segmentation_models_pytorch as smp  # imported here: it pulls in torchvision and timm
