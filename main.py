@@ -18,9 +18,9 @@ import torch
 
 from omegaconf import OmegaConf
 
-from tools.config import apply_overrides, load_yaml
-from tools.errors import UserError
-from tools.stages import STAGES, StageNotAvailable, default_config_for, resolve_stage, run_stage
+from tools.core.config import apply_overrides, load_yaml
+from tools.core.errors import UserError
+from tools.core.stages import STAGES, StageNotAvailable, default_config_for, resolve_stage, run_stage
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_AVAILABLE = 3

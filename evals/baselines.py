@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from evals.jaccard import jaccard_score
 from tools.data.clevrer import VideoEntry, list_videos, read_frames, read_mask
-from tools.errors import UserError
-from tools.postprocess import present_classes, suppress_absent_mask
+from tools.core.errors import UserError
+from tools.predict.postprocess import present_classes, suppress_absent_mask
 
 N_OBSERVED = 11          # frames 1-11 are the input
 TARGET_INDEX = 21        # frame 22, 0-based

@@ -35,11 +35,11 @@ from tqdm import tqdm  # noqa: E402
 
 from evals.baselines import BASELINE_LABELS, baseline_table, frame22_truth, split_videos  # noqa: E402
 from evals.eval_run import EvalSettings, evaluate_predictions, load_predictions  # noqa: E402
-from tools.atomic import write_text_atomic  # noqa: E402
-from tools.config import load_yaml  # noqa: E402
-from tools.distributed import init_distributed  # noqa: E402
-from tools.errors import UserError  # noqa: E402
-from tools.logger import read_stats  # noqa: E402
+from tools.core.atomic import write_text_atomic  # noqa: E402
+from tools.core.config import load_yaml  # noqa: E402
+from tools.core.distributed import init_distributed  # noqa: E402
+from tools.core.errors import UserError  # noqa: E402
+from tools.core.logger import read_stats  # noqa: E402
 
 FVD_TARGETS = list(range(11, 22))  # frames 12-22, 0-based
 STEP_TIME_RECORDS = 5
@@ -97,7 +97,7 @@ def predict_config(args: argparse.Namespace, row: Row, targets: list[int]):
 
 def run_prediction(args: argparse.Namespace, row: Row, targets: list[int], folder: Path, ctx) -> None:
     """predict_split into a fresh folder (its per-video results would otherwise be reused, not timed)."""
-    from tools.predict import predict_split
+    from tools.predict.predict import predict_split
 
     if folder.exists():
         shutil.rmtree(folder)

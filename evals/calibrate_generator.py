@@ -26,7 +26,7 @@ from natsort import natsorted
 from omegaconf import OmegaConf
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 REAL_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_samples"
 OBSERVED_FRAMES = 11   # frames 1..11 are the model's input

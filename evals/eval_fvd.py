@@ -23,7 +23,7 @@ from natsort import natsorted  # noqa: E402
 
 from evals.fvd import I3DFeatures, compute_fvd  # noqa: E402
 from evals.image_metrics import image_files, read_image  # noqa: E402
-from tools.errors import UserError  # noqa: E402
+from tools.core.errors import UserError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,7 +25,7 @@ from tqdm import tqdm  # noqa: E402
 from evals.jaccard import jaccard_report  # noqa: E402
 from tools.data.classes import class_name  # noqa: E402
 from tools.data.clevrer import list_videos, read_mask  # noqa: E402
-from tools.errors import UserError  # noqa: E402
+from tools.core.errors import UserError  # noqa: E402
 
 TARGET_FRAME = 21
 

@@ -18,7 +18,7 @@ from tqdm import tqdm  # noqa: E402
 
 from evals.image_metrics import paired_image_files, read_image  # noqa: E402
 from evals.lpips_metric import LPIPS  # noqa: E402
-from tools.errors import UserError  # noqa: E402
+from tools.core.errors import UserError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from evals.image_metrics import SSIM_WINDOW, paired_image_files, psnr, read_image, ssim  # noqa: E402
-from tools.errors import UserError  # noqa: E402
+from tools.core.errors import UserError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -26,12 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 from evals.baselines import (BASELINE_LABELS, SplitVideos, baseline_table, frame22_truth, has_true_frame,
                              split_videos)
 from evals.jaccard import jaccard_report
-from tools.atomic import write_text_atomic
+from tools.core.atomic import write_text_atomic
 from tools.data.classes import class_name
 from tools.data.clevrer import read_frames, resize_frames
-from tools.errors import UserError
-from tools.runs import prepare_run_dir
-from tools.distributed import DistContext, barrier
+from tools.core.errors import UserError
+from tools.core.runs import prepare_run_dir
+from tools.core.distributed import DistContext, barrier
 
 METRICS = ("jaccard", "lpips", "psnr_ssim", "fvd")
 TARGET_INDEX = 21

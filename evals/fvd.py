@@ -25,8 +25,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from evals.i3d_net import I3D, MIN_FRAMES
-from tools.atomic import atomic_path
-from tools.errors import UserError
+from tools.core.atomic import atomic_path
+from tools.core.errors import UserError
 
 I3D_RESOLUTION = 224
 # Written into every cache file; a cache made under another protocol is refused, not reused.
@@ -116,7 +116,7 @@ class FeatureStats:
         return cls(mu, sigma, len(features))
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (tools.atomic): a kill never leaves a torn cache file."""
+        """Write atomically (tools.core.atomic): a kill never leaves a torn cache file."""
         with atomic_path(path) as temp, open(temp, "wb") as handle:
             np.savez(handle, mu=self.mu, sigma=self.sigma, count=self.count, protocol=PROTOCOL)
 

@@ -16,7 +16,7 @@ from natsort import natsorted
 from PIL import Image
 from torch.nn import functional as F
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torchmetrics import JaccardIndex
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 NUM_CLASSES = 49
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from evals.weights import lpips_backbone_weights
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 # Input normalisation of LPIPS v0.1, applied to images already in [-1, 1].
 _SHIFT = (-0.030, -0.088, -0.188)

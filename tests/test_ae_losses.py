@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.autoencoder import VideoAutoencoder
-from tools.ae_losses import LOG_KEYS, FirstStageLoss, mask_iou, masked_cross_entropy, psnr, soft_dice_loss
-from tools.errors import UserError
+from tools.train.ae_losses import LOG_KEYS, FirstStageLoss, mask_iou, masked_cross_entropy, psnr, soft_dice_loss
+from tools.core.errors import UserError
 
 NARROW = {"channels": 8, "scene_channels": 4, "object_channels": 4, "motion_channels": 4}
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from models.autoencoder import Latents, VideoAutoencoder, build_first_stage
 from models.discriminators import PatchDiscriminator2d, PatchDiscriminator3d, hinge_d_loss, hinge_g_loss
 from models.identity_autoencoder import IdentityAutoencoder
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "autoencoder"
 NARROW = {"channels": 8, "scene_channels": 4, "object_channels": 4, "motion_channels": 4}

@@ -9,7 +9,7 @@ from evals.baselines import (baseline_table, copy_last_observed, copy_last_obser
 from models.segmenter import load_segmenter
 from tests.conftest import make_segmenter_checkpoint as tiny_segmenter_checkpoint
 from tests.conftest import write_synthetic_dataset
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 
 def numpy_jaccard(pred: np.ndarray, true: np.ndarray) -> float:

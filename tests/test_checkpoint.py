@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tools.checkpoint import (capture_rng_state, check_config_matches, load_checkpoint, restore_rng_state,
+from tools.core.checkpoint import (capture_rng_state, check_config_matches, load_checkpoint, restore_rng_state,
                               save_checkpoint)
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 
 def _state():

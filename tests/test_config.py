@@ -3,8 +3,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import main
-from tools.config import load_config, save_config
-from tools.errors import UserError
+from tools.core.config import load_config, save_config
+from tools.core.errors import UserError
 
 
 def _write(tmp_path, text="model:\n  channels: 32\ntrain:\n  lr: 0.001\n  max_steps: 10\n"):
@@ -67,7 +67,7 @@ def test_help_lists_every_flag(capsys):
 
 
 def test_unbuilt_stage_exits_nonzero_with_message(monkeypatch, capsys):
-    from tools import stages
+    from tools.core import stages
 
     monkeypatch.setitem(stages.STAGES, "eval", stages.Stage("x", "tools.no_such_module:run"))
     assert main.main(["--exp", "eval"]) == main.EXIT_NOT_AVAILABLE

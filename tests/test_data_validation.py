@@ -12,7 +12,7 @@ from PIL import Image
 from tools.data.check import check_dataset, run_check_data
 from tools.data.clevrer import ClevrerDataset, read_mask
 from tools.data.validate import validate_video
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_samples"
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"real samples not found at {REAL}")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from tools.data.video import UCF101Dataset, VideoFolderDataset, clip_starts, count_frames
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 HEIGHT, WIDTH, N_FRAMES = 32, 48, 10
 

@@ -5,9 +5,9 @@ import torch
 import main
 from tests.conftest import make_first_stage_checkpoint as _first_stage_checkpoint
 from tests.conftest import run_ddpm as _ddpm
-from tools.checkpoint import load_checkpoint, save_checkpoint
-from tools.logger import read_stats
-from tools.video_predictor import VideoPredictor
+from tools.core.checkpoint import load_checkpoint, save_checkpoint
+from tools.core.logger import read_stats
+from tools.predict.video_predictor import VideoPredictor
 
 
 @pytest.mark.parametrize("mode", ["latent", "pixel"])

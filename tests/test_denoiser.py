@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from models.denoiser import DenoiserCond, VideoDenoiser
-from tools.diffusion import GaussianDiffusion
-from tools.errors import UserError
+from tools.diffusion.gaussian import GaussianDiffusion
+from tools.core.errors import UserError
 
 C, CS = 4, 6
 
@@ -149,8 +149,8 @@ def test_loss_falls_on_a_fixed_tiny_batch():
 def test_configs_build_the_model_diffusion_and_frame_sets(name):
     from omegaconf import OmegaConf
 
-    from tools.frame_sets import sample_frame_sets
-    from tools.strategies import get_strategy
+    from tools.diffusion.frame_sets import sample_frame_sets
+    from tools.diffusion.strategies import get_strategy
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / f"configs/latent-diffusion/{name}.yaml")
     assert set(cfg) == {"model", "diffusion", "frames", "train", "data", "pixel", "inference"}
@@ -168,8 +168,8 @@ def test_configs_build_the_model_diffusion_and_frame_sets(name):
 
 
 def test_a_strategy_plan_samples_end_to_end_deterministically_per_seed():
-    from tools.samplers import ddim_sample, model_denoiser
-    from tools.strategies import get_strategy, run_plan
+    from tools.diffusion.samplers import ddim_sample, model_denoiser
+    from tools.diffusion.strategies import get_strategy, run_plan
 
     model = randomise_zero_layers(tiny_model())
     diffusion = GaussianDiffusion("cosine", 1000, "v")

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from tools.diffusion import GaussianDiffusion, cosine_alphas_cumprod, linear_alphas_cumprod, measure_scale_factor
-from tools.distributed import unwrap
-from tools.ema import EMA
-from tools.errors import UserError
-from tools.frame_sets import gather_frames, sample_frame_sets, sample_frame_sets_batch
+from tools.diffusion.gaussian import GaussianDiffusion, cosine_alphas_cumprod, linear_alphas_cumprod, measure_scale_factor
+from tools.core.distributed import unwrap
+from tools.train.ema import EMA
+from tools.core.errors import UserError
+from tools.diffusion.frame_sets import gather_frames, sample_frame_sets, sample_frame_sets_batch
 
 
 @pytest.mark.parametrize("make", [cosine_alphas_cumprod, linear_alphas_cumprod])

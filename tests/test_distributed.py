@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tools.distributed import DistContext, all_reduce_mean, init_distributed, shutdown_distributed, unwrap, wrap_model
+from tools.core.distributed import DistContext, all_reduce_mean, init_distributed, shutdown_distributed, unwrap, wrap_model
 
 
 def _free_port() -> int:

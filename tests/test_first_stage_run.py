@@ -5,8 +5,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import main
-from tools.checkpoint import load_checkpoint
-from tools.logger import read_stats
+from tools.core.checkpoint import load_checkpoint
+from tools.core.logger import read_stats
 
 SMALL = ["data.height=32", "data.width=48", "model.channels=8", "train.log_every=1", "train.image_every=2",
          "train.ckpt_every=2", "train.val_every=2", "loss.lpips_frames=1"]
@@ -69,7 +69,7 @@ def test_missing_first_stage_folder_is_refused(synthetic_clevrer, tmp_path, caps
 def test_missing_or_empty_unlabeled_split_is_skipped(synthetic_clevrer, tmp_path):
     from omegaconf import OmegaConf
 
-    from tools.datasets import training_clips
+    from tools.data.datasets import training_clips
 
     cfg = OmegaConf.load("configs/autoencoder/tiny.yaml")
     cfg.run = {"data": "CLEVRER", "data_path": str(tmp_path)}

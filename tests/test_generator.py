@@ -16,12 +16,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from evals.calibrate_generator import copy_frame_jaccard, video_figures
-from tools.errors import UserError
+from tools.core.errors import UserError
 from tools.generator import generate_dataset, settings_from_config
 from tools.generator import render
 from tools.generator.generate import plan_videos, scene_for
-from tools.generator.scene import (COLOR_RGB, COLORS, NUM_CLASSES, class_id, class_parts,
-                                   make_camera, sample_scene)
+from tools.data.classes import COLOR_RGB, COLORS, NUM_CLASSES, class_id
+from tools.data.classes import class_indices as class_parts
+from tools.generator.scene import make_camera, sample_scene
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "generate_tiny.yaml"
 EXPECTED_IDS = {"train": [0, 1, 2, 3], "val": [4, 5], "unlabeled": [6, 7], "hidden": [8, 9]}

@@ -7,7 +7,7 @@ import torch
 
 from evals.fvd import FeatureStats, I3DFeatures, PROTOCOL, compute_fvd, frechet_distance, preprocess_for_i3d
 from evals.i3d_net import max_pool_same
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 
 @pytest.fixture(scope="module")

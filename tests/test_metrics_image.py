@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from evals.image_metrics import paired_image_files, psnr, ssim
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 
 def _frames(seed: int, n: int = 3, size: tuple[int, int] = (32, 40)) -> torch.Tensor:

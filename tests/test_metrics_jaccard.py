@@ -4,7 +4,7 @@ import torch
 from torchmetrics.functional.classification import multiclass_jaccard_index
 
 from evals.jaccard import NUM_CLASSES, jaccard_report, jaccard_score, per_class_iou, per_video_jaccard
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 # Two 2x3 videos.
 # Video 1: true [[0,0,1],[0,2,2]], pred [[0,1,1],[0,2,0]]

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from evals.lpips_metric import LPIPS
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lpips"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"LPIPS fixtures not found at {FIXTURES}")

@@ -1,7 +1,7 @@
 """Class suppression removes exactly the absent classes; majority vote picks the per-pixel mode."""
 import torch
 
-from tools.postprocess import majority_vote, present_classes, suppress_absent_logits, suppress_absent_mask
+from tools.predict.postprocess import majority_vote, present_classes, suppress_absent_logits, suppress_absent_mask
 
 
 def test_present_classes_and_mask_suppression_remove_exactly_absent():

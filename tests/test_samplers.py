@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from tools.diffusion import GaussianDiffusion
-from tools.samplers import cfg_denoise, ddim_sample, ddpm_sample, model_denoiser, respaced_timesteps
+from tools.diffusion.gaussian import GaussianDiffusion
+from tools.diffusion.samplers import cfg_denoise, ddim_sample, ddpm_sample, model_denoiser, respaced_timesteps
 
 MU, STD = 1.5, 0.5  # toy data x0 ~ N(MU, STD^2), per coordinate
 N_SAMPLES = 4000

@@ -8,11 +8,11 @@ from PIL import Image
 
 import main
 from models.segmenter import Segmenter, load_segmenter
-from tools.checkpoint import load_checkpoint
+from tools.core.checkpoint import load_checkpoint
 from tools.data.classes import NUM_CLASSES, class_id
-from tools.logger import read_stats
-from tools.seg_losses import SegmentationLoss, soft_dice_loss
-from tools.train_segmenter import augment_batch, evenly_spread
+from tools.core.logger import read_stats
+from tools.train.seg_losses import SegmentationLoss, soft_dice_loss
+from tools.train.segmenter import augment_batch, evenly_spread
 
 HEIGHT, WIDTH = 32, 48  # not a multiple of 32 in width: exercises the padding
 FRAMES = 22
@@ -128,7 +128,7 @@ def test_ce_dice_loss_falls_on_a_fixed_batch():
 def test_local_encoder_weights_are_loaded_and_mismatches_refused(tmp_path):
     import torchvision
 
-    from tools.errors import UserError
+    from tools.core.errors import UserError
 
     resnet = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from tools.errors import UserError
-from tools.strategies import STRATEGIES, get_strategy, run_plan
+from tools.core.errors import UserError
+from tools.diffusion.strategies import STRATEGIES, get_strategy, run_plan
 
 OBS = list(range(11))
 

@@ -3,11 +3,11 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import TensorDataset
 
-from tools.distributed import DistContext
-from tools.loader import ResumableSampler, make_train_loader
-from tools.logger import RunLogger, read_stats
-from tools.runs import LAST_CHECKPOINT, prepare_run_dir, snapshot_name
-from tools.train_loop import seed_everything, train
+from tools.core.distributed import DistContext
+from tools.data.loader import ResumableSampler, make_train_loader
+from tools.core.logger import RunLogger, read_stats
+from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, snapshot_name
+from tools.train.loop import seed_everything, train
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 

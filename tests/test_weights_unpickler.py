@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evals.weights import load_numpy_pickle, package_data_file
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 
 class _Payload:

@@ -16,7 +16,7 @@ from tools.data.classes import MAX_CLASS_ID
 from tools.data.clevrer import VideoEntry, list_videos
 from tools.data.validate import (HIDDEN_FRAMES, MASK_FILE, SPLITS, expected_frames, load_mask_file,
                                  require_root, validate_video)
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 
 @dataclass

@@ -2,11 +2,12 @@
 
 A class id encodes one (shape, material, color) object: ``id = 1 + color + 8*material + 16*shape``;
 0 is the background. Each combination occurs at most once per video, so a class is an instance.
+This module is the one definition of the task's constants (classes, frame counts, the predicted frame). It
+imports numpy only, so the generator's worker processes can use it without loading torch.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 SHAPES: tuple[str, ...] = ("cube", "sphere", "cylinder")
 MATERIALS: tuple[str, ...] = ("metal", "rubber")
@@ -15,8 +16,12 @@ BACKGROUND: int = 0
 NUM_CLASSES: int = 1 + len(SHAPES) * len(MATERIALS) * len(COLORS)
 MAX_CLASS_ID: int = NUM_CLASSES - 1
 
+NUM_FRAMES: int = 22  # frames per labeled video
+NUM_OBSERVED: int = 11  # frames 1-11 are given (indices 0-10); hidden videos hold only these
+TARGET_FRAME: int = 21  # index of frame 22, the frame whose mask is predicted and scored
+
 # CLEVR's own RGB values for the colour names, so a colour-coded mask looks like its video.
-_COLOR_RGB: dict[str, tuple[int, int, int]] = {
+COLOR_RGB: dict[str, tuple[int, int, int]] = {
     "gray": (87, 87, 87),
     "red": (173, 35, 35),
     "blue": (42, 75, 215),
@@ -44,14 +49,20 @@ def class_id(shape: str | int, material: str | int, color: str | int) -> int:
     return 1 + c + len(COLORS) * m + len(COLORS) * len(MATERIALS) * s
 
 
-def class_parts(class_index: int) -> tuple[str, str, str]:
-    """The (shape, material, color) names of an object class id in 1..48."""
+def class_indices(class_index: int) -> tuple[int, int, int]:
+    """The (shape, material, color) indices of an object class id in 1..48: the inverse of `class_id`."""
     if not 1 <= int(class_index) <= MAX_CLASS_ID:
         raise ValueError(f"class id {class_index} is not an object class (1..{MAX_CLASS_ID})")
     offset = int(class_index) - 1
     color = offset % len(COLORS)
     material = (offset // len(COLORS)) % len(MATERIALS)
     shape = offset // (len(COLORS) * len(MATERIALS))
+    return shape, material, color
+
+
+def class_parts(class_index: int) -> tuple[str, str, str]:
+    """The (shape, material, color) names of an object class id in 1..48."""
+    shape, material, color = class_indices(class_index)
     return SHAPES[shape], MATERIALS[material], COLORS[color]
 
 
@@ -70,7 +81,7 @@ def _build_palette() -> np.ndarray:
     shape_gain = (1.0, 0.8, 0.6)
     for index in range(1, NUM_CLASSES):
         shape, material, color = class_parts(index)
-        base = np.array(_COLOR_RGB[color], dtype=np.float64)
+        base = np.array(COLOR_RGB[color], dtype=np.float64)
         gain = material_gain[MATERIALS.index(material)] * shape_gain[SHAPES.index(shape)]
         palette[index] = np.clip(np.round(base * gain + 12 * SHAPES.index(shape)), 0, 255)
     return palette
@@ -80,9 +91,9 @@ PALETTE: np.ndarray = _build_palette()
 PALETTE.flags.writeable = False
 
 
-def colorize_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Colour-code a [..., H, W] mask of class ids as uint8 [..., H, W, 3]; ids outside 0..48 draw white."""
-    ids = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+def colorize_mask(mask) -> np.ndarray:
+    """Colour-code a [..., H, W] mask (numpy or torch) of class ids as uint8 [..., H, W, 3]; ids outside 0..48 draw white."""
+    ids = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
     ids = ids.astype(np.int64)
     out_of_range = (ids < 0) | (ids > MAX_CLASS_ID)
     rgb = PALETTE[np.where(out_of_range, 0, ids)]

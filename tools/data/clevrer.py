@@ -19,7 +19,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from tools.data.validate import (FRAME_FILE_PATTERN, FULL_FRAMES, MASK_FILE, MASK_MODES, VIDEO_DIR_PATTERN,
                                  check_mask, decode_png, expected_frames, frame_file, frame_size_problem,
                                  load_mask_file, require_frame_files, require_split_folder)
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 IGNORE_INDEX = -1
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyspng
 
 from tools.data.classes import MAX_CLASS_ID
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "unlabeled", "hidden")
 FULL_FRAMES = 22

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tools.data.clevrer import resize_frames
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -29,8 +29,8 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 from tqdm import tqdm
 
-from tools.atomic import atomic_path, save_npy_atomic, write_text_atomic
-from tools.errors import UserError
+from tools.core.atomic import atomic_path, save_npy_atomic, write_text_atomic
+from tools.core.errors import UserError
 from tools.generator.scene import GeneratorSettings, SceneSpec, sample_scene
 
 SPLITS = ("train", "val", "unlabeled", "hidden")

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 from tools.generator.scene import GeneratorSettings, SceneSpec, build_mjcf
 
 GL_BACKENDS = ("egl", "osmesa")

@@ -15,28 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SHAPES = ("cube", "sphere", "cylinder")
-MATERIALS = ("metal", "rubber")
-COLORS = ("gray", "red", "blue", "green", "brown", "cyan", "purple", "yellow")
-NUM_CLASSES = 1 + len(SHAPES) * len(MATERIALS) * len(COLORS)  # 49 with background
-
-# CLEVR's published palette (sRGB 0..255), the look the real data was rendered with.
-COLOR_RGB = {
-    "gray": (87, 87, 87), "red": (173, 35, 35), "blue": (42, 75, 215), "green": (29, 105, 20),
-    "brown": (129, 74, 25), "cyan": (41, 208, 208), "purple": (129, 38, 192),
-    "yellow": (255, 238, 51),
-}
-
-
-def class_id(shape: int, material: int, color: int) -> int:
-    """Class id of a (shape, material, color) index triple: 1 + color + 8*material + 16*shape."""
-    return 1 + color + len(COLORS) * material + len(COLORS) * len(MATERIALS) * shape
-
-
-def class_parts(cid: int) -> tuple[int, int, int]:
-    """Inverse of `class_id`: the (shape, material, color) indices of a class id in 1..48."""
-    index = cid - 1
-    return index // 16, (index // 8) % 2, index % 8
+from tools.data.classes import COLOR_RGB, COLORS, MATERIALS, NUM_CLASSES, SHAPES, class_id, class_indices
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,7 +207,7 @@ def sample_scene(rng: np.random.Generator, settings: GeneratorSettings) -> Scene
     taken: list[np.ndarray] = []
     objects = []
     for index, cid in enumerate(classes):
-        shape, material, color = class_parts(int(cid))
+        shape, material, color = class_indices(int(cid))
         yaw = float(rng.uniform(0, 2 * math.pi))
         if index < entering:
             start, heading = _edge_start(rng, camera, sc)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tools.distributed import unwrap
-from tools.errors import UserError
+from tools.core.distributed import unwrap
+from tools.core.errors import UserError
 
 
 class EMA:

@@ -2,7 +2,7 @@
 
 `denoise(x_t, t) -> network output` already closes over the conditioning (and the guidance, see
 `cfg_denoise`); `t` is a LongTensor [B] of timesteps of the full schedule. `schedule` is a
-tools.diffusion.GaussianDiffusion (anything with `alphas_cumprod`, `n_steps`, `split_output`).
+tools.diffusion.gaussian.GaussianDiffusion (anything with `alphas_cumprod`, `n_steps`, `split_output`).
 Fewer sampling steps use a respaced subsequence of timesteps: each step goes from alpha_bar at
 one kept timestep to alpha_bar at the next, which is exact respacing (Nichol & Dhariwal 2021).
 Sampler arithmetic runs in float32 whatever dtype the network returns (bf16 under autocast).
@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 Denoise = Callable[[Tensor, Tensor], Tensor]
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tools.atomic import atomic_path
-from tools.errors import UserError
+from tools.core.atomic import atomic_path
+from tools.core.errors import UserError
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -92,7 +92,7 @@ def weights_for_inference(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The EMA weights when the checkpoint has them (what sampling should use), else the raw model."""
     weights = dict(state["model"])
     ema = state.get("ema")
-    if isinstance(ema, dict) and ema.get("shadow"):  # tools/ema.py: averaged parameters, copied buffers
+    if isinstance(ema, dict) and ema.get("shadow"):  # tools/train/ema.py: averaged parameters, copied buffers
         averaged = {**ema["shadow"], **(ema.get("buffers") or {})}
         # Only names the state dict has: non-persistent buffers are tracked by the EMA but never saved.
         weights.update({name: value for name, value in averaged.items() if name in weights})

@@ -27,19 +27,19 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from models.segmenter import Segmenter, build_segmenter, load_local_encoder_weights, load_segmenter
-from tools.atomic import save_npy_atomic, write_text_atomic
-from tools.checkpoint import save_checkpoint
-from tools.config import to_plain
+from tools.core.atomic import save_npy_atomic, write_text_atomic
+from tools.core.checkpoint import save_checkpoint
+from tools.core.config import to_plain
 from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_frames, resize_mask
 from tools.data.classes import NUM_CLASSES, colorize_mask
-from tools.distributed import DistContext, autocast, barrier, make_grad_scaler, unwrap, wrap_model
-from tools.errors import UserError
-from tools.loader import make_train_loader
-from tools.logger import RunLogger
-from tools.stage_data import require_data_path
-from tools.runs import LAST_CHECKPOINT, prepare_run_dir
-from tools.seg_losses import SegmentationLoss
-from tools.train_loop import seed_everything, train
+from tools.core.distributed import DistContext, autocast, barrier, make_grad_scaler, unwrap, wrap_model
+from tools.core.errors import UserError
+from tools.data.loader import make_train_loader
+from tools.core.logger import RunLogger
+from tools.data.stage import require_data_path
+from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir
+from tools.train.seg_losses import SegmentationLoss
+from tools.train.loop import seed_everything, train
 
 BEST_CHECKPOINT = "model_best.pth"
 PSEUDO_LABEL_DIR = "pseudo_labels"
@@ -122,7 +122,7 @@ class SegmenterTask:
         self.scaler = make_grad_scaler(ctx, cfg.train.get("amp"))
         self.ema = None
         if float(cfg.train.get("ema_decay") or 0) > 0:
-            from tools.ema import EMA  # after wrapping: DDP has broadcast rank 0's weights by now
+            from tools.train.ema import EMA  # after wrapping: DDP has broadcast rank 0's weights by now
 
             self.ema = EMA(self.model, decay=float(cfg.train.ema_decay), warmup=True)
         self.loss = SegmentationLoss(cfg.loss.ce_weight, cfg.loss.dice_weight)

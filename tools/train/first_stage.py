@@ -19,19 +19,19 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.autoencoder import build_first_stage
-from tools.ae_losses import FirstStageLoss, mask_iou, psnr
-from tools.checkpoint import check_config_matches, load_checkpoint
-from tools.config import to_plain
-from tools.datasets import training_clips, validation_clips
-from tools.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
-from tools.ema import EMA
-from tools.errors import UserError
-from tools.loader import make_train_loader
-from tools.logger import RunLogger
-from tools.runs import LAST_CHECKPOINT, prepare_run_dir
-from tools.stage_data import require_data_path
-from tools.train_loop import seed_everything, train
-from tools.visuals import video_grid
+from tools.train.ae_losses import FirstStageLoss, mask_iou, psnr
+from tools.core.checkpoint import check_config_matches, load_checkpoint
+from tools.core.config import to_plain
+from tools.data.datasets import training_clips, validation_clips
+from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.train.ema import EMA
+from tools.core.errors import UserError
+from tools.data.loader import make_train_loader
+from tools.core.logger import RunLogger
+from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir
+from tools.data.stage import require_data_path
+from tools.train.loop import seed_everything, train
+from tools.train.visuals import video_grid
 
 
 def split_batch(batch: dict, cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor,

@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from models.autoencoder import build_first_stage
-from tools.checkpoint import load_checkpoint, weights_for_inference
-from tools.errors import UserError
+from tools.core.checkpoint import load_checkpoint, weights_for_inference
+from tools.core.errors import UserError
 
 PIXEL_MODE = ("", "none", "pixel", "identity")
 

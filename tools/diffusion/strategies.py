@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 Plan = list[tuple[list[int], list[int]]]
 

@@ -10,8 +10,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tools.distributed import DistContext
-from tools.errors import UserError
+from tools.core.distributed import DistContext
+from tools.core.errors import UserError
 
 
 class ResumableSampler(Sampler[int]):

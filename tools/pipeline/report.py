@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from tools.atomic import write_text_atomic
+from tools.core.atomic import write_text_atomic
 from tools.data.classes import colorize_mask
 from tools.data.clevrer import list_videos, read_frames, read_mask
-from tools.logger import read_stats
-from tools.prediction_outputs import resized_uint8, save_png, uint8_hwc
-from tools.runs import run_dir_for
+from tools.core.logger import read_stats
+from tools.predict.outputs import resized_uint8, save_png, uint8_hwc
+from tools.core.runs import run_dir_for
 
 FIGURE_VIDEOS = 4
 

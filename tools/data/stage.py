@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from tools.distributed import DistContext
-from tools.errors import UserError
+from tools.core.distributed import DistContext
+from tools.core.errors import UserError
 
 
 def require_data_path(cfg: DictConfig) -> str:

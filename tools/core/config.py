@@ -12,8 +12,8 @@ from typing import Iterable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from tools.atomic import write_text_atomic
-from tools.errors import UserError
+from tools.core.atomic import write_text_atomic
+from tools.core.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 COMPETITION_OBSERVED = range(0, 11)
 COMPETITION_TARGET = 21

@@ -20,8 +20,8 @@ from torch import nn
 
 from models.autoencoder import Latents
 from models.discriminators import PatchDiscriminator2d, PatchDiscriminator3d, hinge_d_loss, hinge_g_loss
-from tools.errors import UserError
-from tools.seg_losses import masked_cross_entropy, soft_dice_loss
+from tools.core.errors import UserError
+from tools.train.seg_losses import masked_cross_entropy, soft_dice_loss
 
 LOSS_DEFAULTS: dict[str, Any] = {
     "l1_weight": 1.0,

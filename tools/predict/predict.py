@@ -24,15 +24,15 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from models.identity_autoencoder import IdentityAutoencoder
-from tools.atomic import torch_save_atomic, write_text_atomic
+from tools.core.atomic import torch_save_atomic, write_text_atomic
 from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_frames
-from tools.distributed import DistContext, autocast, barrier
-from tools.errors import UserError
-from tools.postprocess import majority_vote, present_classes, suppress_absent_logits
-from tools.prediction_outputs import write_gif, write_video_pngs
-from tools.runs import prepare_run_dir
-from tools.stage_data import require_data_path
-from tools.video_predictor import VideoPredictor
+from tools.core.distributed import DistContext, autocast, barrier
+from tools.core.errors import UserError
+from tools.predict.postprocess import majority_vote, present_classes, suppress_absent_logits
+from tools.predict.outputs import write_gif, write_video_pngs
+from tools.core.runs import prepare_run_dir
+from tools.data.stage import require_data_path
+from tools.predict.video_predictor import VideoPredictor
 
 FUSIONS = ("head", "segmenter", "mean")
 

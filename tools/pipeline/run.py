@@ -14,10 +14,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tools.config import apply_overrides, load_yaml
-from tools.distributed import DistContext, barrier
-from tools.errors import UserError
-from tools.runs import LAST_CHECKPOINT, prepare_run_dir, run_dir_for
+from tools.core.config import apply_overrides, load_yaml
+from tools.core.distributed import DistContext, barrier
+from tools.core.errors import UserError
+from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, run_dir_for
 
 STEPS = ("generate", "segment", "first_stage", "ddpm", "predict")
 
@@ -36,7 +36,7 @@ def has_dataset(root: Path) -> bool:
 
 
 def run_step(exp: str, step_cfg: DictConfig, ctx: DistContext, timings: dict[str, float]) -> DictConfig:
-    from tools.stages import resolve_stage
+    from tools.core.stages import resolve_stage
 
     if ctx.is_main:
         print(f"\n=== pipeline: {exp} ===")
@@ -69,7 +69,7 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     run_step("predict", predict_cfg, ctx, timings)
     barrier(ctx)
     if ctx.is_main:
-        from tools.pipeline_report import write_report
+        from tools.pipeline.report import write_report
 
         timings["total"] = time.perf_counter() - started
         report = write_report(run_dir, data_path, run_dir_for(predict_cfg.run), segmenter,

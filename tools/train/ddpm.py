@@ -4,7 +4,7 @@
       --data_path D --first_model results/first_stage_main_gan_CLEVRER_42/model_last.pth --batch_size 48
   (--first_model none: the same stage in pixel space, the MCVD-style baseline)
 
-Each step draws random observed/target frame sets per clip (tools/frame_sets.py, MCVD-style masking of
+Each step draws random observed/target frame sets per clip (tools/diffusion/frame_sets.py, MCVD-style masking of
 past and future conditioning), so one model predicts, interpolates and generates.
 """
 from __future__ import annotations
@@ -16,19 +16,19 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.denoiser import DenoiserCond
-from tools.diffusion import GaussianDiffusion, measure_scale_factor
-from tools.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
-from tools.ema import EMA
-from tools.first_stage_io import build_frozen_first_stage, first_stage_record
-from tools.frame_sets import gather_frames, sample_frame_sets_batch
-from tools.loader import make_train_loader
-from tools.logger import RunLogger
-from tools.runs import prepare_run_dir
-from tools.stage_data import require_data_path
-from tools.datasets import training_clips, validation_clips
-from tools.train_loop import seed_everything, train
-from tools.video_predictor import LatentScales, VideoPredictor, build_denoiser
-from tools.visuals import video_grid
+from tools.diffusion.gaussian import GaussianDiffusion, measure_scale_factor
+from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.train.ema import EMA
+from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
+from tools.diffusion.frame_sets import gather_frames, sample_frame_sets_batch
+from tools.data.loader import make_train_loader
+from tools.core.logger import RunLogger
+from tools.core.runs import prepare_run_dir
+from tools.data.stage import require_data_path
+from tools.data.datasets import training_clips, validation_clips
+from tools.train.loop import seed_everything, train
+from tools.predict.video_predictor import LatentScales, VideoPredictor, build_denoiser
+from tools.train.visuals import video_grid
 
 
 def clip_frames(batch: dict, device: torch.device) -> torch.Tensor:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from tools.config import save_config
-from tools.distributed import DistContext, barrier
+from tools.core.config import save_config
+from tools.core.distributed import DistContext, barrier
 
 LAST_CHECKPOINT = "model_last.pth"
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("eps", "v")
@@ -54,7 +54,7 @@ def _gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
 class GaussianDiffusion:
     """The noise schedule plus the parameterisation of the network output.
 
-    Also serves as the `schedule` argument of tools.samplers: the samplers only need
+    Also serves as the `schedule` argument of tools.diffusion.samplers: the samplers only need
     `alphas_cumprod`, `n_steps` and `split_output`.
     """
 

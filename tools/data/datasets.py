@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from tools.errors import UserError
+from tools.core.errors import UserError
 
 
 class PseudoLabelled(Dataset):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tools.atomic import atomic_path
+from tools.core.atomic import atomic_path
 from tools.data.classes import colorize_mask
 
 

@@ -14,12 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from models.autoencoder import Latents
 from models.denoiser import DenoiserCond, VideoDenoiser
-from tools.checkpoint import load_checkpoint, weights_for_inference
-from tools.diffusion import GaussianDiffusion
-from tools.errors import UserError
-from tools.first_stage_io import build_frozen_first_stage
-from tools.samplers import model_denoiser, sample
-from tools.strategies import get_strategy, run_plan
+from tools.core.checkpoint import load_checkpoint, weights_for_inference
+from tools.diffusion.gaussian import GaussianDiffusion
+from tools.core.errors import UserError
+from tools.predict.first_stage_io import build_frozen_first_stage
+from tools.diffusion.samplers import model_denoiser, sample
+from tools.diffusion.strategies import get_strategy, run_plan
 
 
 AmpContext = Callable[[], contextlib.AbstractContextManager]

@@ -18,12 +18,12 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from tools.checkpoint import (capture_rng_state, check_config_matches, load_checkpoint, restore_rng_state,
+from tools.core.checkpoint import (capture_rng_state, check_config_matches, load_checkpoint, restore_rng_state,
                               save_checkpoint)
-from tools.config import to_plain
-from tools.distributed import DistContext, all_reduce_mean, barrier
-from tools.logger import RunLogger
-from tools.runs import LAST_CHECKPOINT, snapshot_name
+from tools.core.config import to_plain
+from tools.core.distributed import DistContext, all_reduce_mean, barrier
+from tools.core.logger import RunLogger
+from tools.core.runs import LAST_CHECKPOINT, snapshot_name
 
 
 class TrainTask(Protocol):

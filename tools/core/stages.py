@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from tools.distributed import init_distributed, shutdown_distributed
+from tools.core.distributed import init_distributed, shutdown_distributed
 
 
 class StageNotAvailable(Exception):
@@ -27,21 +27,21 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "generate": Stage("render a CLEVRER-like dataset with MuJoCo into --data_path",
-                      "tools.stage_data:generate", "configs/data/generate.yaml"),
+                      "tools.data.stage:generate", "configs/data/generate.yaml"),
     "check_data": Stage("scan a dataset folder and report problems (non-zero exit if any)",
-                        "tools.stage_data:check_data"),
+                        "tools.data.stage:check_data"),
     "first_stage": Stage("train the scene/object/motion autoencoder (stage 1)",
-                         "tools.train_first_stage:run", "configs/autoencoder/base.yaml"),
+                         "tools.train.first_stage:run", "configs/autoencoder/base.yaml"),
     "ddpm": Stage("train the latent diffusion model over motion latents (stage 2)",
-                  "tools.train_ddpm:run", "configs/latent-diffusion/base.yaml"),
+                  "tools.train.ddpm:run", "configs/latent-diffusion/base.yaml"),
     "segment": Stage("train the segmentation network (or write pseudo-labels)",
-                     "tools.train_segmenter:run", "configs/segmentation/base.yaml"),
+                     "tools.train.segmenter:run", "configs/segmentation/base.yaml"),
     "predict": Stage("predict frame-22 masks for a split and write the submission tensor",
-                     "tools.predict:run", "configs/predict/base.yaml"),
+                     "tools.predict.predict:run", "configs/predict/base.yaml"),
     "eval": Stage("score a run's predictions (Jaccard, LPIPS, FVD, PSNR/SSIM)",
                   "evals.eval_run:run", "configs/eval/base.yaml"),
     "pipeline": Stage("the whole job on generated data: data, stage 1, stage 2, segmenter, predict, report",
-                      "tools.pipeline:run", "configs/quickstart/pipeline.yaml"),
+                      "tools.pipeline.run:run", "configs/quickstart/pipeline.yaml"),
 }
 
 

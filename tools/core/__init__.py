@@ -1,0 +1,1 @@
+"""Infrastructure every stage uses: configs, run folders, checkpoints, atomic writes, distributed, logging, errors, the stage registry."""

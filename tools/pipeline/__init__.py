@@ -1,0 +1,1 @@
+"""The one-command quick start: generate, train every stage, predict, and write the report."""
