@@ -11,6 +11,13 @@ Every baseline predicts frame 22 (index 21) of a video from its observed frames 
   nothing; with a segmenter's masks a threshold above 1 removes the speckles of classes it hallucinates.
 - ``segment_true_frame22``: the segmenter applied to the true frame 22, the ceiling that segmentation
   sets for any predictor of RGB frames (needs the true frame 22 image: not the hidden split).
+
+Motion predictors on true masks (``motion_baseline_scores``), which say how much a model gains by
+moving each frame-11 object rather than copying it:
+
+- ``constant_velocity_truth``: each object's frame-11 pixels shifted by 11 x its last observed step.
+- ``true_displacement_truth``: each object's frame-11 pixels shifted by its true 11->22 centroid
+  displacement, the ceiling of any "move the frame-11 shape" predictor (not a baseline one can run).
 """
 from __future__ import annotations
 
@@ -22,13 +29,13 @@ import torch
 from tqdm import tqdm
 
 from evals.jaccard import jaccard_score
-from tools.data.clevrer import VideoEntry, list_videos, read_frames, read_mask
 from tools.core.errors import UserError
+from tools.data.classes import BACKGROUND, NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
+from tools.data.clevrer import VideoEntry, list_videos, read_frames, read_mask
 from tools.predict.postprocess import present_classes, suppress_absent_mask
 
-N_OBSERVED = 11          # frames 1-11 are the input
-TARGET_INDEX = 21        # frame 22, 0-based
-N_FRAMES = 22
+# Frames from the last observed one (frame 11) to the predicted one (frame 22).
+PREDICTION_HORIZON = TARGET_FRAME - (NUM_OBSERVED - 1)
 HIDDEN_TRUTH_DIR = "hidden_truth"
 HIDDEN_MASKS_FILE = "hidden_masks.pt"
 DEFAULT_SEGMENTER_MIN_PIXELS = 5  # as predict.min_observed_pixels
@@ -38,7 +45,10 @@ BASELINE_LABELS = {
     "copy_frame11_segmenter": "copy frame 11 (segmenter masks)",
     "copy_frame11_segmenter_suppressed": "copy frame 11 (segmenter masks, absent classes suppressed)",
     "segment_true_frame22": "segment the true frame 22 (segmentation ceiling)",
+    "constant_velocity_truth": "shift frame 11 by constant velocity (true masks)",
+    "true_displacement_truth": "shift frame 11 by the true 11->22 displacement (true masks, ceiling)",
 }
+MOTION_BASELINES = ("copy_frame11_truth", "constant_velocity_truth", "true_displacement_truth")
 
 
 # ----------------------------------------------------------------------------- the baselines themselves
@@ -73,6 +83,81 @@ def segment_true_frame(segmenter: torch.nn.Module, frame21: torch.Tensor, batch_
                        tta: bool = False) -> torch.Tensor:
     """The segmentation ceiling: masks [N, H, W] of the true frames 22 [N, 3, H, W] in [0, 1]."""
     return segment_frames(segmenter, frame21, batch_size, tta)
+
+
+# ----------------------------------------------------------------------------- motion predictors (true masks)
+
+Displacements = dict[int, tuple[float, float]]  # class id -> (rows, columns) to move by
+
+
+def class_centroids(mask: torch.Tensor) -> dict[int, torch.Tensor]:
+    """(row, column) centroid of every object class in an [H, W] mask."""
+    centroids = {}
+    for cls in torch.unique(mask).tolist():
+        if cls != BACKGROUND:
+            centroids[int(cls)] = torch.nonzero(mask == cls).double().mean(0)
+    return centroids
+
+
+def shift_last_observed(last_mask: torch.Tensor, displacements: Displacements) -> torch.Tensor:
+    """The [H, W] mask with each class's pixels moved by its rounded displacement.
+
+    Classes without a displacement are dropped, as are pixels moved out of the frame. Objects are
+    drawn from the top of the image down, so where shifted objects overlap the one nearer the camera
+    (lower in the image) wins, as it would occlude the other; ties go to the larger class id."""
+    height, width = last_mask.shape
+    out = torch.zeros_like(last_mask)
+    centroids = class_centroids(last_mask)
+    drawn = [cls for cls in displacements if cls in centroids]
+    order = sorted(drawn, key=lambda cls: (float(centroids[cls][0]) + displacements[cls][0], cls))
+    for cls in order:
+        rows, cols = torch.nonzero(last_mask == cls, as_tuple=True)
+        rows = rows + round(displacements[cls][0])
+        cols = cols + round(displacements[cls][1])
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        out[rows[inside], cols[inside]] = cls
+    return out
+
+
+def constant_velocity_prediction(masks_obs: torch.Tensor, horizon: int = PREDICTION_HORIZON) -> torch.Tensor:
+    """Frame-22 mask [H, W] from observed masks [T, H, W]: every object of the last observed frame keeps
+    the centroid velocity of its last observed step for `horizon` frames (an object seen in the last
+    frame only, having just entered, stays where it is)."""
+    if masks_obs.dim() != 3 or len(masks_obs) < 2:
+        raise ValueError(f"observed masks must be [T>=2, H, W], got {tuple(masks_obs.shape)}")
+    before, last = class_centroids(masks_obs[-2]), class_centroids(masks_obs[-1])
+    displacements = {}
+    for cls, centroid in last.items():
+        step = centroid - before[cls] if cls in before else torch.zeros(2, dtype=torch.double)
+        displacements[cls] = (float(step[0]) * horizon, float(step[1]) * horizon)
+    return shift_last_observed(masks_obs[-1], displacements)
+
+
+def true_displacement_prediction(masks_obs: torch.Tensor, mask22: torch.Tensor) -> torch.Tensor:
+    """The ceiling of moving frame-11 shapes: each object of the last observed mask [T, H, W] shifted by
+    its true centroid displacement to the frame-22 mask [H, W]; objects absent from frame 22 are dropped."""
+    last, target = class_centroids(masks_obs[-1]), class_centroids(mask22)
+    displacements = {cls: tuple((target[cls] - centroid).tolist()) for cls, centroid in last.items()
+                     if cls in target}
+    return shift_last_observed(masks_obs[-1], displacements)
+
+
+def motion_baseline_scores(videos: Sequence) -> dict[str, float]:
+    """Competition Jaccard at frame 22 of copy-frame-11, constant velocity and the true-displacement
+    ceiling, over the true masks of labeled videos (each a (T>=22, H, W) numpy array or tensor)."""
+    if not videos:
+        raise UserError("motion_baseline_scores needs at least one video's (22, H, W) masks.")
+    predictions: dict[str, list[torch.Tensor]] = {name: [] for name in MOTION_BASELINES}
+    truth = []
+    for masks in videos:
+        masks = torch.as_tensor(masks)
+        observed, target = masks[:NUM_OBSERVED], masks[TARGET_FRAME]
+        predictions["copy_frame11_truth"].append(copy_last_observed(observed))
+        predictions["constant_velocity_truth"].append(constant_velocity_prediction(observed))
+        predictions["true_displacement_truth"].append(true_displacement_prediction(observed, target))
+        truth.append(target)
+    stacked_truth = torch.stack(truth)
+    return {name: jaccard_score(torch.stack(masks), stacked_truth) for name, masks in predictions.items()}
 
 
 # ----------------------------------------------------------------------------- reading a split's truth
@@ -112,10 +197,10 @@ def _hidden_truth_file(videos: SplitVideos, entry: VideoEntry) -> Path:
 def full_truth_masks(videos: SplitVideos, entry: VideoEntry) -> torch.Tensor | None:
     """All 22 true masks of a video (uint8 [22, H, W]), or None when the dataset has none for it."""
     if entry.has_mask:
-        return read_mask(entry.path, N_FRAMES)
+        return read_mask(entry.path, NUM_FRAMES)
     hidden_file = _hidden_truth_file(videos, entry)
     if videos.split == "hidden" and hidden_file.is_file():
-        return read_mask(hidden_file, N_FRAMES)
+        return read_mask(hidden_file, NUM_FRAMES)
     return None
 
 
@@ -131,7 +216,7 @@ def frame22_truth(videos: SplitVideos, progress: bool = False) -> torch.Tensor |
         full = full_truth_masks(videos, entry)
         if full is None:
             return None
-        masks.append(full[TARGET_INDEX])
+        masks.append(full[TARGET_FRAME])
     return torch.stack(masks)
 
 
@@ -152,14 +237,14 @@ def _hidden_masks_tensor(videos: SplitVideos) -> torch.Tensor | None:
     return stacked[[row_of[video_id] for video_id in videos.video_ids]].to(torch.uint8)
 
 
-def has_true_frame(entry: VideoEntry, index: int = TARGET_INDEX) -> bool:
+def has_true_frame(entry: VideoEntry, index: int = TARGET_FRAME) -> bool:
     return entry.n_frames > index
 
 
 # ----------------------------------------------------------------------------- the table
 
 def _observed_segmentations(segmenter, entry: VideoEntry, batch_size: int, tta: bool) -> torch.Tensor:
-    return segment_frames(segmenter, read_frames(entry.path, range(N_OBSERVED)), batch_size, tta)
+    return segment_frames(segmenter, read_frames(entry.path, range(NUM_OBSERVED)), batch_size, tta)
 
 
 def baseline_predictions(videos: SplitVideos, segmenter: torch.nn.Module | None = None, batch_size: int = 8,
@@ -173,7 +258,7 @@ def baseline_predictions(videos: SplitVideos, segmenter: torch.nn.Module | None 
         full = full_truth_masks(videos, entry) if can_copy_truth else None
         can_copy_truth = full is not None
         if full is not None:
-            rows.setdefault("copy_frame11_truth", []).append(copy_last_observed(full[:N_OBSERVED]))
+            rows.setdefault("copy_frame11_truth", []).append(copy_last_observed(full[:NUM_OBSERVED]))
         if segmenter is None:
             continue
         observed = _observed_segmentations(segmenter, entry, batch_size, tta)
@@ -181,7 +266,7 @@ def baseline_predictions(videos: SplitVideos, segmenter: torch.nn.Module | None 
         rows.setdefault("copy_frame11_segmenter_suppressed", []).append(
             copy_last_observed_suppressed(observed, min_pixels))
         if can_segment_truth:
-            true_frame = read_frames(entry.path, [TARGET_INDEX])
+            true_frame = read_frames(entry.path, [TARGET_FRAME])
             rows.setdefault("segment_true_frame22", []).append(segment_true_frame(segmenter, true_frame)[0])
     if not can_copy_truth:
         rows.pop("copy_frame11_truth", None)
@@ -205,8 +290,3 @@ def baseline_table(root: str | Path, split: str, segmenter: torch.nn.Module | No
     predictions = baseline_predictions(videos, segmenter, batch_size, tta, min_pixels, progress)
     return {name: jaccard_score(masks, truth, device=device) for name, masks in predictions.items()}
 
-
-def format_baselines(scores: dict[str, float]) -> list[str]:
-    """Markdown table rows `| baseline | Jaccard |` in BASELINE_LABELS order."""
-    return [f"| {BASELINE_LABELS.get(name, name)} | {scores[name]:.4f} |" for name in BASELINE_LABELS
-            if name in scores]

@@ -180,7 +180,7 @@ def benchmark(args: argparse.Namespace) -> str:
                for row in tqdm(rows, desc="benchmark rows", unit="row")]
     segmenter = None
     if args.segmenter:
-        from models.segmenter import load_segmenter
+        from tools.predict.segmenter_io import load_segmenter
 
         segmenter = load_segmenter(args.segmenter, ctx.device)
     started = time.perf_counter()

@@ -331,7 +331,7 @@ def _segmenter(section: DictConfig, predictions: Predictions, device: torch.devi
     if not Path(checkpoint).is_file():
         raise UserError(f"segmenter checkpoint '{checkpoint}' does not exist; set eval.segmenter to a "
                         f"model_best.pth of --exp segment (or null to skip the segmenter baselines).")
-    from models.segmenter import load_segmenter
+    from tools.predict.segmenter_io import load_segmenter
 
     return load_segmenter(checkpoint, device)
 

@@ -3,18 +3,16 @@
 `Segmenter.segment(rgb)` is the seam the predictor uses (DESIGN.md section 4): RGB in [0, 1] of any size
 in, class logits at the same size out. Normalisation and the padding to a multiple of 32 (2**encoder_depth)
 that smp's encoders need happen inside, so callers never think about them. Pretrained weights are never downloaded
-by default (the competition forbids them); `encoder_weights_path` loads weights from a local file.
+by default (the competition forbids them); tools/predict/segmenter_io.py loads trained or local weights.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tools.core.errors import UserError
 
 ARCHITECTURES = ("unet", "unetplusplus")
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
@@ -27,20 +25,18 @@ class Segmenter(nn.Module):
     """RGB frames [N, 3, H, W] in [0, 1] -> class logits [N, classes, H, W]."""
 
     def __init__(self, arch: str = "unet", encoder: str = "resnet18", classes: int = 49,
-                 encoder_weights: str | None = None, encoder_weights_path: str | None = None,
+                 encoder_weights: str | None = None,
                  encoder_depth: int = 5, decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS) -> None:
         super().__init__()
         self.classes = int(classes)
         if len(decoder_channels) != int(encoder_depth):
-            raise UserError(f"model.decoder_channels {list(decoder_channels)} needs one entry per encoder stage "
+            raise ValueError(f"model.decoder_channels {list(decoder_channels)} needs one entry per encoder stage "
                             f"(model.encoder_depth={encoder_depth})")
         # The encoder halves the resolution encoder_depth times, so inputs are padded to this multiple.
         self.size_multiple = 2 ** int(encoder_depth)
         self.net = _build_smp_network(arch, encoder, self.classes, encoder_weights, int(encoder_depth),
                                       tuple(int(c) for c in decoder_channels))
         _drop_unused_resnet_stages(self.net.encoder, int(encoder_depth))
-        if encoder_weights_path:
-            load_local_encoder_weights(self.net.encoder, encoder_weights_path)
         # Not persistent: they are constants, so checkpoints hold only learned state.
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
@@ -102,12 +98,12 @@ def _build_smp_network(arch: str, encoder: str, classes: int, encoder_weights: s
     constructors = {"unet": smp.Unet, "unetplusplus": smp.UnetPlusPlus}
     key = str(arch).lower().replace("_", "").replace("+", "plus")
     if key not in constructors:
-        raise UserError(f"model.arch={arch!r} is not supported; use one of {ARCHITECTURES}")
+        raise ValueError(f"model.arch={arch!r} is not supported; use one of {ARCHITECTURES}")
     try:
         return constructors[key](encoder_name=encoder, encoder_weights=encoder_weights, classes=classes,
                                  encoder_depth=encoder_depth, decoder_channels=decoder_channels)
     except KeyError as err:
-        raise UserError(f"model.encoder={encoder!r} is not an encoder segmentation-models-pytorch knows; "
+        raise ValueError(f"model.encoder={encoder!r} is not an encoder segmentation-models-pytorch knows; "
                         f"use e.g. resnet18 or resnet34") from err
 
 
@@ -121,66 +117,10 @@ def _drop_unused_resnet_stages(encoder: nn.Module, depth: int) -> None:
             delattr(encoder, f"layer{stage}")
 
 
-def load_local_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
-    """Load encoder weights from a local file: an encoder state dict or a torchvision ResNet one."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"model.encoder_weights_path '{path}' does not exist; point it at a local "
-                        f"state-dict file or set it to null")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torn zip, pickle refused by weights_only, not a torch file
-        raise UserError(f"model.encoder_weights_path '{path}' is not a readable torch state dict "
-                        f"({type(err).__name__}); save one with torch.save(model.state_dict(), path)") from err
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    # smp's ResNet encoder is torchvision's ResNet without the classifier head (and without the stages
-    # a shallow encoder dropped).
-    children = {name for name, _ in encoder.named_children()}
-    state = {k: v for k, v in dict(state).items() if k.split(".")[0] in children}
-    # nn.Module's own method: smp's ResNetEncoder.load_state_dict override returns None, hiding mismatches.
-    fix = "use weights of the same ResNet as model.encoder"
-    try:
-        missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
-    except RuntimeError as err:  # tensor shapes differ
-        raise UserError(f"model.encoder_weights_path '{path}' does not fit the encoder "
-                        f"({str(err).splitlines()[-1].strip()[:200]}); {fix}") from err
-    if missing or unexpected:
-        raise UserError(f"model.encoder_weights_path '{path}' does not fit the encoder "
-                        f"({len(missing)} missing keys e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. "
-                        f"{unexpected[:2]}); {fix}")
-
-
 def build_segmenter(model_cfg: Mapping[str, Any]) -> Segmenter:
     """A Segmenter from a config's `model` section (arch, encoder, encoder_weights, ..., classes)."""
     return Segmenter(arch=model_cfg.get("arch", "unet"), encoder=model_cfg.get("encoder", "resnet18"),
                      classes=int(model_cfg.get("classes", 49)),
                      encoder_weights=model_cfg.get("encoder_weights"),
                      encoder_depth=int(model_cfg.get("encoder_depth", 5)),
-                     decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS),
-                     encoder_weights_path=None)  # the checkpoint or the trainer supplies the weights
-
-
-def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cpu",
-                   expected_model_cfg: Mapping[str, Any] | None = None) -> Segmenter:
-    """A trained Segmenter in eval mode from a `--exp segment` checkpoint, with EMA weights if it has them.
-
-    expected_model_cfg, when given, must equal the checkpoint's `model` config (else a UserError).
-    """
-    from tools.core.checkpoint import check_config_matches, load_checkpoint, weights_for_inference
-
-    state = load_checkpoint(checkpoint_path, map_location="cpu")
-    config = state.get("config") or {}
-    model_cfg = config.get("model") or {}
-    if "arch" not in model_cfg or "encoder" not in model_cfg:
-        raise UserError(f"checkpoint '{checkpoint_path}' is not a segmenter checkpoint (its config has no "
-                        f"model.arch/model.encoder); pass a model_best.pth or model_last.pth of --exp segment")
-    if expected_model_cfg is not None:
-        check_config_matches(config, {"model": dict(expected_model_cfg)}, "model", checkpoint_path)
-    model = build_segmenter(model_cfg)
-    model.load_state_dict(weights_for_inference(state), strict=True)
-    data_cfg = config.get("data") or {}
-    if data_cfg.get("height") and data_cfg.get("width"):
-        model.trained_size = (int(data_cfg["height"]), int(data_cfg["width"]))
-    return model.to(device).eval()
-
+                     decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS))

@@ -6,7 +6,7 @@ import torch
 
 from evals.baselines import (baseline_table, copy_last_observed, copy_last_observed_suppressed, frame22_truth,
                              segment_true_frame, split_videos)
-from models.segmenter import load_segmenter
+from tools.predict.segmenter_io import load_segmenter
 from tests.conftest import make_segmenter_checkpoint as tiny_segmenter_checkpoint
 from tests.conftest import write_synthetic_dataset
 from tools.core.errors import UserError

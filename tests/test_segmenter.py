@@ -7,12 +7,13 @@ import torch
 from PIL import Image
 
 import main
-from models.segmenter import Segmenter, load_segmenter
+from models.segmenter import Segmenter
+from tools.predict.segmenter_io import load_segmenter
 from tools.core.checkpoint import load_checkpoint
 from tools.data.classes import NUM_CLASSES, class_id
 from tools.core.logger import read_stats
 from tools.train.seg_losses import SegmentationLoss, soft_dice_loss
-from tools.train.segmenter import augment_batch, evenly_spread
+from tools.data.frames import augment_batch, evenly_spread
 
 HEIGHT, WIDTH = 32, 48  # not a multiple of 32 in width: exercises the padding
 FRAMES = 22
@@ -129,16 +130,18 @@ def test_local_encoder_weights_are_loaded_and_mismatches_refused(tmp_path):
     import torchvision
 
     from tools.core.errors import UserError
+    from tools.predict.segmenter_io import load_local_encoder_weights
 
     resnet = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(resnet.state_dict(), path)
-    model = Segmenter(encoder_weights_path=str(path), **TINY_NET)
+    model = Segmenter(**TINY_NET)
+    load_local_encoder_weights(model.net.encoder, path)
     assert torch.equal(model.net.encoder.layer2[0].conv1.weight, resnet.layer2[0].conv1.weight)
     assert not hasattr(model.net.encoder, "layer4")  # a depth-3 encoder keeps no unused stage
     torch.save({"conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(UserError, match="does not fit the encoder"):
-        Segmenter(encoder_weights_path=str(path), **TINY_NET)
+        load_local_encoder_weights(Segmenter(**TINY_NET).net.encoder, path)
 
 
 def test_augmentation_flips_frame_and_mask_together():

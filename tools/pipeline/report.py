@@ -45,7 +45,7 @@ def jaccard_rows(data_path: Path, predict_dir: Path, segmenter: Path) -> tuple[l
     """(name, frame-22 Jaccard) of the model and of the baselines on the predicted split."""
     from evals.baselines import BASELINE_LABELS, baseline_table
     from evals.jaccard import jaccard_score
-    from models.segmenter import load_segmenter
+    from tools.predict.segmenter_io import load_segmenter
 
     ids = json.loads((predict_dir / "video_ids.json").read_text())
     entries = [e for e in list_videos(data_path, ids["split"]) if e.id in set(ids["video_ids"])]

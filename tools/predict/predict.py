@@ -109,7 +109,7 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
         predictor.cfg.diffusion.sample_steps = int(pcfg.sample_steps)
     segmenter = None
     if pcfg.get("segmenter"):
-        from models.segmenter import load_segmenter
+        from tools.predict.segmenter_io import load_segmenter
 
         segmenter = load_segmenter(str(pcfg.segmenter), ctx.device)
     scorer = MaskScorer(predictor, segmenter, str(pcfg.fusion), bool(pcfg.get("tta", False)))

@@ -7,105 +7,36 @@ Jaccard index (torchmetrics, multiclass, 49 classes, as the competition scored i
 `data.val_frames` evenly spread frames of `data.val_split` is logged as `val/jaccard`, and the best
 weights so far are kept in `model_best.pth` beside `model_last.pth`.
 
-Pseudo-labels (`--config_mod mode=pseudo_label [pseudo_label.checkpoint=PATH]`) are written to
-`<run_dir>/pseudo_labels/video_<id>/mask.npy`: uint8 (frames, H, W) at the videos' own resolution, the same
-format as a labeled video's mask.npy, one folder per video of `pseudo_label.split`. The dataset itself is
-never touched; stage 1 can read them beside `<data_path>/<split>/video_<id>/` frames. Finished videos are
-skipped, so an interrupted run continues where it stopped.
+Pseudo-labels (`--config_mod mode=pseudo_label [pseudo_label.checkpoint=PATH]`) are written by
+tools/predict/pseudo_labels.py.
 """
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Subset
 
-from models.segmenter import Segmenter, build_segmenter, load_local_encoder_weights, load_segmenter
-from tools.core.atomic import save_npy_atomic, write_text_atomic
+from models.segmenter import Segmenter, build_segmenter
 from tools.core.checkpoint import save_checkpoint
 from tools.core.config import to_plain
-from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_frames, resize_mask
-from tools.data.classes import NUM_CLASSES, colorize_mask
 from tools.core.distributed import DistContext, autocast, barrier, make_grad_scaler, unwrap, wrap_model
 from tools.core.errors import UserError
-from tools.data.loader import make_train_loader
 from tools.core.logger import RunLogger
+from tools.core.runs import prepare_run_dir
+from tools.data.classes import NUM_CLASSES, colorize_mask
+from tools.data.frames import LabeledFrames, augment_batch, evenly_spread
+from tools.data.loader import make_train_loader
 from tools.data.stage import require_data_path
-from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir
-from tools.train.seg_losses import SegmentationLoss
+from tools.predict.pseudo_labels import BEST_CHECKPOINT
+from tools.predict.segmenter_io import load_local_encoder_weights
 from tools.train.loop import seed_everything, train
+from tools.train.seg_losses import SegmentationLoss
 
-BEST_CHECKPOINT = "model_best.pth"
-PSEUDO_LABEL_DIR = "pseudo_labels"
 IMAGE_GRID_FRAMES = 4
-
-
-class LabeledFrames(Dataset):
-    """Every frame of every labeled video of some splits, as {'image' [3,H,W] float, 'mask' [H,W] int64}."""
-
-    def __init__(self, root: str | Path, splits: list[str], size: tuple[int, int] | None = None) -> None:
-        self.size = size
-        self.entries = [entry for split in splits for entry in ClevrerDataset(root, split).entries
-                        if entry.has_mask]
-        if not self.entries:
-            raise UserError(f"splits {list(splits)} of {root} hold no labeled video (no mask.npy); the "
-                            f"segmenter needs labeled videos: check --data_path and data.train_splits")
-        self.frames_per_video = [entry.n_frames for entry in self.entries]
-        self.offsets = np.cumsum([0] + self.frames_per_video)
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        video = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        frame = index - int(self.offsets[video])
-        entry = self.entries[video]
-        image = read_frames(entry.path, [frame])
-        mask = read_mask(entry.path, entry.n_frames, tuple(image.shape[-2:]))[frame].long()
-        if self.size is not None:
-            image, mask = resize_frames(image, self.size), resize_mask(mask, self.size)
-        return {"image": image[0], "mask": mask}
-
-
-def evenly_spread(total: int, wanted: int | None) -> list[int]:
-    """`wanted` indices spread evenly over range(total) (all of them when wanted is None or >= total)."""
-    if not wanted or wanted >= total:
-        return list(range(total))
-    return sorted(set(np.linspace(0, total - 1, int(wanted)).round().astype(int).tolist()))
-
-
-def _grayscale(rgb: torch.Tensor) -> torch.Tensor:
-    weights = rgb.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (rgb * weights).sum(1, keepdim=True)
-
-
-def _uniform_factor(n: int, amount: float, like: torch.Tensor) -> torch.Tensor:
-    return 1.0 + amount * (2.0 * torch.rand(n, 1, 1, 1, device=like.device, dtype=like.dtype) - 1.0)
-
-
-def augment_batch(rgb: torch.Tensor, mask: torch.Tensor, augment: Mapping[str, Any]
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal flip (the same for frame and mask) and brightness/contrast/saturation jitter."""
-    n = rgb.shape[0]
-    if augment.get("hflip", True):
-        flip = torch.rand(n, device=rgb.device) < 0.5
-        rgb = torch.where(flip.view(n, 1, 1, 1), rgb.flip(-1), rgb)
-        mask = torch.where(flip.view(n, 1, 1), mask.flip(-1), mask)
-    if augment.get("brightness", 0):
-        rgb = rgb * _uniform_factor(n, float(augment["brightness"]), rgb)
-    if augment.get("contrast", 0):
-        mean = _grayscale(rgb).mean(dim=(1, 2, 3), keepdim=True)
-        rgb = (rgb - mean) * _uniform_factor(n, float(augment["contrast"]), rgb) + mean
-    if augment.get("saturation", 0):
-        gray = _grayscale(rgb)
-        rgb = (rgb - gray) * _uniform_factor(n, float(augment["saturation"]), rgb) + gray
-    return rgb.clamp(0.0, 1.0), mask
 
 
 class SegmenterTask:
@@ -267,57 +198,13 @@ def train_segmenter(cfg: DictConfig, ctx: DistContext) -> int:
     return 0
 
 
-def default_pseudo_label_checkpoint(run_dir: Path) -> Path:
-    for name in (BEST_CHECKPOINT, LAST_CHECKPOINT):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise UserError(f"pseudo_label.checkpoint is not set and {run_dir} holds no {BEST_CHECKPOINT} or "
-                    f"{LAST_CHECKPOINT}; train the segmenter with the same --id first or pass "
-                    f"--config_mod pseudo_label.checkpoint=PATH")
-
-
-@torch.no_grad()
-def predict_video_masks(model: Segmenter, frames: torch.Tensor, ctx: DistContext, amp: str | None,
-                        tta: bool, chunk: int) -> np.ndarray:
-    """uint8 [T, H, W] class ids of float frames [T, 3, H, W], segmented `chunk` frames at a time."""
-    with autocast(ctx, amp):
-        return model.masks(frames, tta=tta, batch_size=chunk).numpy()
-
-
-def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
-    """Segment every video of pseudo_label.split into <run_dir>/pseudo_labels/video_<id>/mask.npy."""
-    root = Path(require_data_path(cfg)).expanduser()
-    split = str(cfg.pseudo_label.split)
-    entries = ClevrerDataset(root, split).entries
-    run_dir = prepare_run_dir(cfg, ctx)
-    checkpoint = Path(cfg.pseudo_label.checkpoint) if cfg.pseudo_label.get("checkpoint") \
-        else default_pseudo_label_checkpoint(run_dir)
-    model = load_segmenter(checkpoint, ctx.device)
-    out_root = run_dir / PSEUDO_LABEL_DIR
-    pending = [e for e in entries if not (out_root / f"video_{e.id}" / "mask.npy").exists()]
-    todo = pending[ctx.rank::ctx.world_size]
-    barrier(ctx)  # every rank has listed what is pending before any rank writes
-    if ctx.is_main:
-        print(f"pseudo-labels: {len(entries)} videos of {root / split} with {checkpoint}; "
-              f"{len(entries) - len(pending)} already done; writing to {out_root}")
-    tta = bool(cfg.train.get("tta"))
-    chunk = int(cfg.pseudo_label.get("batch_frames") or 22)
-    for entry in tqdm(todo, disable=not ctx.is_main, desc="pseudo-labels", dynamic_ncols=True):
-        masks = predict_video_masks(model, read_frames(entry.path), ctx, cfg.train.get("amp"), tta, chunk)
-        save_npy_atomic(out_root / f"video_{entry.id}" / "mask.npy", masks)
-    barrier(ctx)
-    if ctx.is_main:
-        info = {"checkpoint": str(checkpoint), "data_path": str(root), "split": split, "videos": len(entries),
-                "tta": tta, "format": "video_<id>/mask.npy: uint8 (frames, H, W) class ids 0..48"}
-        write_text_atomic(out_root / "info.json", json.dumps(info, indent=2))
-    return 0
-
-
 def run(cfg: DictConfig, ctx: DistContext) -> int:
     """Entry of `--exp segment`: train (mode: train) or write pseudo-labels (mode: pseudo_label)."""
     mode = str(cfg.get("mode", "train"))
     if mode == "train":
         return train_segmenter(cfg, ctx)
     if mode == "pseudo_label":
+        from tools.predict.pseudo_labels import write_pseudo_labels
+
         return write_pseudo_labels(cfg, ctx)
     raise UserError(f"mode={mode!r} is unknown for --exp segment; use mode=train or mode=pseudo_label")
