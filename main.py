@@ -18,6 +18,7 @@ import torch
 
 from omegaconf import OmegaConf
 
+from models import ModelConfigError
 from tools.core.config import apply_overrides, load_yaml
 from tools.core.errors import UserError
 from tools.core.stages import STAGES, StageNotAvailable, default_config_for, resolve_stage, run_stage
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except StageNotAvailable as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NOT_AVAILABLE
-    except UserError as err:
+    except (UserError, ModelConfigError) as err:  # networks raise ModelConfigError (a ValueError)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except torch.cuda.OutOfMemoryError as err:

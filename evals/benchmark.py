@@ -38,6 +38,7 @@ from evals.eval_run import EvalSettings, evaluate_predictions, load_predictions 
 from tools.core.atomic import write_text_atomic  # noqa: E402
 from tools.core.config import load_yaml  # noqa: E402
 from tools.core.distributed import init_distributed  # noqa: E402
+from models import ModelConfigError
 from tools.core.errors import UserError  # noqa: E402
 from tools.core.logger import read_stats  # noqa: E402
 
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         markdown = benchmark(args)
-    except UserError as error:
+    except (UserError, ModelConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(markdown)

@@ -12,11 +12,10 @@
   pushes object identity into the object latent.
 
 Construction needs only the ``model`` config section, so stage 2 and prediction can rebuild the
-network from a checkpoint's stored config without the training code (see ``build_first_stage``).
+network from a checkpoint's stored config without the training code (see models/first_stage.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
 
 import torch
@@ -24,8 +23,9 @@ from einops import rearrange, repeat
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from models import ModelConfigError
 from models.ae_blocks import Decoder2d, Encoder2d, ResBlock, fold_time
-from tools.core.errors import UserError
+from models.latents import Latents, resolve_model_config
 
 AUTOENCODER_DEFAULTS: dict[str, Any] = {
     "type": "scene_object_motion",
@@ -44,47 +44,15 @@ AUTOENCODER_DEFAULTS: dict[str, Any] = {
 }
 
 
-@dataclass
-class Latents:
-    """The three latents of a clip; ``motion_preact`` (motion before tanh) is kept only for the regulariser."""
-
-    scene: torch.Tensor  # [B, Cs, h, w]
-    object: torch.Tensor  # [B, Co, h, w]
-    motion: torch.Tensor  # [B, T, Cm, h, w]
-    motion_preact: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
-
-    def detach(self) -> "Latents":
-        return Latents(*(None if getattr(self, f.name) is None else getattr(self, f.name).detach()
-                         for f in fields(self)))
-
-    def with_motion(self, motion: torch.Tensor) -> "Latents":
-        """Same static latents, new motion (e.g. motion latents predicted by stage 2)."""
-        return Latents(self.scene, self.object, motion)
-
-
-def resolve_model_config(config: Mapping[str, Any] | DictConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge a ``model`` config section over ``defaults``; unknown keys are a user error (likely typos)."""
-    if isinstance(config, DictConfig):
-        config = OmegaConf.to_container(config, resolve=True)
-    config = dict(config or {})
-    if "model" in config and isinstance(config["model"], Mapping):
-        config = dict(config["model"])  # a whole run config was passed
-    unknown = sorted(set(config) - set(defaults))
-    if unknown:
-        raise UserError(f"model config: unknown key(s) {unknown}; known keys are {sorted(defaults)} "
-                        "(see configs/autoencoder/base.yaml). Fix or remove them.")
-    return {**defaults, **config}
-
-
 def _check_levels(cfg: dict[str, Any]) -> int:
     """All three networks must share one stride; return it."""
     depths = {len(cfg["encoder_mult"]), len(cfg["motion_mult"]), len(cfg["decoder_mult"])}
     if len(depths) != 1:
-        raise UserError("model config: encoder_mult, motion_mult and decoder_mult must have the same length "
+        raise ModelConfigError("model config: encoder_mult, motion_mult and decoder_mult must have the same length "
                         f"(they set the latent stride); got {cfg['encoder_mult']}, {cfg['motion_mult']}, "
                         f"{cfg['decoder_mult']}.")
     if cfg["motion_bound"] != "tanh":
-        raise UserError(f"model config: motion_bound {cfg['motion_bound']!r} is not supported; use 'tanh'.")
+        raise ModelConfigError(f"model config: motion_bound {cfg['motion_bound']!r} is not supported; use 'tanh'.")
     return 2 ** (depths.pop() - 1)
 
 
@@ -132,7 +100,7 @@ class VideoAutoencoder(nn.Module):
 
     def _check_size(self, height: int, width: int) -> None:
         if height % self.stride or width % self.stride:
-            raise UserError(f"frame size {height}x{width} is not divisible by the latent stride {self.stride} "
+            raise ModelConfigError(f"frame size {height}x{width} is not divisible by the latent stride {self.stride} "
                             "(set by len(model.encoder_mult)); resize frames (data.height/data.width) to a "
                             "multiple of it, e.g. 160x240 or 64x96.")
 
@@ -143,7 +111,7 @@ class VideoAutoencoder(nn.Module):
         if not self.config["use_mask_input"]:
             return frames
         if mask_probs is None:
-            raise UserError("model.use_mask_input is true but no segmenter mask probabilities were given; pass "
+            raise ModelConfigError("model.use_mask_input is true but no segmenter mask probabilities were given; pass "
                             "them to encode() or set model.use_mask_input=false.")
         return torch.cat([frames, mask_probs.to(frames.dtype)], dim=2)
 
@@ -184,17 +152,3 @@ class VideoAutoencoder(nn.Module):
         latents = self.encode(frames, cond_frames, mask_probs, cond_mask_probs)
         rgb, mask_logits = self.decode(latents)
         return rgb, mask_logits, latents
-
-
-def build_first_stage(config: Mapping[str, Any] | DictConfig) -> nn.Module:
-    """Build the stage-1 network named by ``model.type`` ('scene_object_motion' or 'identity') from config alone."""
-    if isinstance(config, DictConfig):
-        config = OmegaConf.to_container(config, resolve=True)
-    model_cfg = dict(config.get("model", config) if isinstance(config.get("model"), Mapping) else config)
-    kind = model_cfg.get("type", "scene_object_motion")
-    if kind == "identity":
-        from models.identity_autoencoder import IdentityAutoencoder
-        return IdentityAutoencoder(model_cfg)
-    if kind == "scene_object_motion":
-        return VideoAutoencoder(model_cfg)
-    raise UserError(f"model.type {kind!r} is unknown; use 'scene_object_motion' or 'identity'.")

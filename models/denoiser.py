@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tools.core.errors import UserError
+from models import ModelConfigError
 
 TARGET, OBSERVED, MASKED = 0, 1, 2
 
@@ -127,7 +127,7 @@ class TemporalAttention(nn.Module):
     def __init__(self, channels: int, emb_dim: int, n_heads: int) -> None:
         super().__init__()
         if channels % n_heads:
-            raise UserError(f"model.n_heads={n_heads} must divide every level's channel count ({channels}).")
+            raise ModelConfigError(f"model.n_heads={n_heads} must divide every level's channel count ({channels}).")
         self.n_heads = n_heads
         self.norm = nn.GroupNorm(norm_groups(channels), channels)
         self.position = nn.Linear(emb_dim, channels)
@@ -167,9 +167,9 @@ class VideoDenoiser(nn.Module):
     ) -> None:
         super().__init__()
         if cond_mode not in ("concat", "spade"):
-            raise UserError(f"model.cond_mode={cond_mode!r} is unknown: use 'concat' or 'spade'.")
+            raise ModelConfigError(f"model.cond_mode={cond_mode!r} is unknown: use 'concat' or 'spade'.")
         if cond_mode == "spade" and static_channels == 0:
-            raise UserError("model.cond_mode=spade needs static latents (scene/object channels > 0); "
+            raise ModelConfigError("model.cond_mode=spade needs static latents (scene/object channels > 0); "
                             "use cond_mode=concat in pixel mode (--first_model none).")
         self.channels, self.static_channels, self.cond_mode = channels, static_channels, cond_mode
         self.n_levels = len(channel_mults)
@@ -217,7 +217,7 @@ class VideoDenoiser(nn.Module):
         try:
             return cls(**options)
         except TypeError as error:
-            raise UserError(f"the model section of the latent-diffusion config is invalid: {error}") from error
+            raise ModelConfigError(f"the model section of the latent-diffusion config is invalid: {error}") from error
 
     def frame_embeddings(self, noise_level: Tensor, cond: DenoiserCond, n_tgt: int) -> Tensor:
         """[B, To+Tt, emb]: frame index + flag for every frame, noise level for targets (0 for observed)."""

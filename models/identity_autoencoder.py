@@ -14,8 +14,8 @@ from einops import rearrange
 from omegaconf import DictConfig
 from torch import nn
 
-from models.autoencoder import Latents, resolve_model_config
-from tools.core.errors import UserError
+from models import ModelConfigError
+from models.latents import Latents, resolve_model_config
 
 IDENTITY_DEFAULTS: dict[str, Any] = {"type": "identity", "pool_factor": 1}
 
@@ -28,11 +28,7 @@ class IdentityAutoencoder(nn.Module):
         self.config = resolve_model_config(config, IDENTITY_DEFAULTS)
         self.stride = int(self.config["pool_factor"])
         if self.stride < 1:
-            raise UserError(f"model.pool_factor must be a positive integer, got {self.config['pool_factor']}.")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any] | DictConfig) -> "IdentityAutoencoder":
-        return cls(config)
+            raise ModelConfigError(f"model.pool_factor must be a positive integer, got {self.config['pool_factor']}.")
 
     def latent_shapes(self, height: int, width: int) -> dict[str, tuple[int, int, int]]:
         self._check_size(height, width)
@@ -41,7 +37,7 @@ class IdentityAutoencoder(nn.Module):
 
     def _check_size(self, height: int, width: int) -> None:
         if height % self.stride or width % self.stride:
-            raise UserError(f"frame size {height}x{width} is not divisible by model.pool_factor={self.stride}; "
+            raise ModelConfigError(f"frame size {height}x{width} is not divisible by model.pool_factor={self.stride}; "
                             "pick a pool_factor that divides both.")
 
     def encode(self, frames: torch.Tensor, cond_frames: torch.Tensor, mask_probs: Optional[torch.Tensor] = None,

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import ModelConfigError
+
 
 ARCHITECTURES = ("unet", "unetplusplus")
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
@@ -30,7 +32,7 @@ class Segmenter(nn.Module):
         super().__init__()
         self.classes = int(classes)
         if len(decoder_channels) != int(encoder_depth):
-            raise ValueError(f"model.decoder_channels {list(decoder_channels)} needs one entry per encoder stage "
+            raise ModelConfigError(f"model.decoder_channels {list(decoder_channels)} needs one entry per encoder stage "
                             f"(model.encoder_depth={encoder_depth})")
         # The encoder halves the resolution encoder_depth times, so inputs are padded to this multiple.
         self.size_multiple = 2 ** int(encoder_depth)
@@ -98,12 +100,12 @@ def _build_smp_network(arch: str, encoder: str, classes: int, encoder_weights: s
     constructors = {"unet": smp.Unet, "unetplusplus": smp.UnetPlusPlus}
     key = str(arch).lower().replace("_", "").replace("+", "plus")
     if key not in constructors:
-        raise ValueError(f"model.arch={arch!r} is not supported; use one of {ARCHITECTURES}")
+        raise ModelConfigError(f"model.arch={arch!r} is not supported; use one of {ARCHITECTURES}")
     try:
         return constructors[key](encoder_name=encoder, encoder_weights=encoder_weights, classes=classes,
                                  encoder_depth=encoder_depth, decoder_channels=decoder_channels)
     except KeyError as err:
-        raise ValueError(f"model.encoder={encoder!r} is not an encoder segmentation-models-pytorch knows; "
+        raise ModelConfigError(f"model.encoder={encoder!r} is not an encoder segmentation-models-pytorch knows; "
                         f"use e.g. resnet18 or resnet34") from err
 
 

@@ -73,7 +73,7 @@ TINY_DDPM = ["data.height=32", "data.width=48", "model.base_channels=8", "train.
 
 def make_first_stage_checkpoint(path: Path, height: int = 32, width: int = 48) -> Path:
     """An untrained tiny first stage saved as `--exp first_stage` would (its quality is not the point)."""
-    from models.autoencoder import build_first_stage
+    from models.first_stage import build_first_stage
     from tools.core.checkpoint import save_checkpoint
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/autoencoder/tiny.yaml")

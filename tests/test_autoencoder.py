@@ -7,10 +7,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from models.autoencoder import Latents, VideoAutoencoder, build_first_stage
+from models.autoencoder import VideoAutoencoder
+from models.first_stage import build_first_stage
+from models.latents import Latents
 from models.discriminators import PatchDiscriminator2d, PatchDiscriminator3d, hinge_d_loss, hinge_g_loss
 from models.identity_autoencoder import IdentityAutoencoder
-from tools.core.errors import UserError
+from models import ModelConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "autoencoder"
 NARROW = {"channels": 8, "scene_channels": 4, "object_channels": 4, "motion_channels": 4}
@@ -41,7 +43,7 @@ def test_tiny_config_shapes_of_every_latent_and_output():
 def test_full_resolution_is_supported_without_divisibility_by_16():
     model = VideoAutoencoder(NARROW)
     assert model.latent_shapes(160, 240)["motion"] == (4, 20, 30)
-    with pytest.raises(UserError, match="divisible"):
+    with pytest.raises(ModelConfigError, match="divisible"):
         model.latent_shapes(100, 90)
 
 
@@ -83,7 +85,7 @@ def test_mask_input_switch_adds_49_channels_and_requires_probabilities():
     with torch.no_grad():
         latents = model.encode(frames, frames[:, :2], probs, probs[:, :2])
     assert latents.motion.shape == (1, 4, 4, 4, 6)
-    with pytest.raises(UserError, match="use_mask_input"):
+    with pytest.raises(ModelConfigError, match="use_mask_input"):
         model.encode(frames, frames[:, :2])
 
 
@@ -93,7 +95,7 @@ def test_construction_is_deterministic_per_seed_and_rejects_unknown_keys():
     torch.manual_seed(3)
     second = VideoAutoencoder(NARROW).state_dict()
     assert all(torch.equal(first[key], second[key]) for key in first)
-    with pytest.raises(UserError, match="chanels"):
+    with pytest.raises(ModelConfigError, match="chanels"):
         VideoAutoencoder({"chanels": 8})
 
 

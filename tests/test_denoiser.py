@@ -6,7 +6,7 @@ import torch
 
 from models.denoiser import DenoiserCond, VideoDenoiser
 from tools.diffusion.gaussian import GaussianDiffusion
-from tools.core.errors import UserError
+from models import ModelConfigError
 
 C, CS = 4, 6
 
@@ -61,7 +61,7 @@ def test_pixel_mode_and_spade_mode_run():
     assert pixel(torch.randn(2, 1, 3, 16, 24), torch.rand(2), cond).shape == (2, 1, 3, 16, 24)
     spade = randomise_zero_layers(tiny_model("spade"))
     assert spade(torch.randn(2, 1, C, 8, 12), torch.rand(2), make_cond([0, 1], [21])).shape == (2, 1, C, 8, 12)
-    with pytest.raises(UserError, match="spade"):
+    with pytest.raises(ModelConfigError, match="spade"):
         tiny_model("spade", static=0)
 
 
@@ -163,7 +163,7 @@ def test_configs_build_the_model_diffusion_and_frame_sets(name):
         model = VideoDenoiser.from_config(cfg.model, channels=C, static_channels=CS)
         cond = make_cond(obs_idx.tolist(), tgt_idx.tolist())
         assert model(torch.randn(2, len(tgt_idx), C, 8, 12), torch.rand(2), cond).shape == (2, len(tgt_idx), C, 8, 12)
-    with pytest.raises(UserError, match="model section"):
+    with pytest.raises(ModelConfigError, match="model section"):
         VideoDenoiser.from_config(cfg.model, channels=C, static_channels=CS, widht=3)
 
 

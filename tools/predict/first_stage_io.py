@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from models.autoencoder import build_first_stage
+from models.first_stage import build_first_stage
 from tools.core.checkpoint import load_checkpoint, weights_for_inference
 from tools.core.errors import UserError
 

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from models.autoencoder import Latents
+from models.latents import Latents
 from models.denoiser import DenoiserCond, VideoDenoiser
 from tools.core.checkpoint import load_checkpoint, weights_for_inference
 from tools.diffusion.gaussian import GaussianDiffusion

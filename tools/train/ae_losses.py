@@ -18,7 +18,7 @@ from einops import rearrange
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from models.autoencoder import Latents
+from models.latents import Latents
 from models.discriminators import PatchDiscriminator2d, PatchDiscriminator3d, hinge_d_loss, hinge_g_loss
 from tools.core.errors import UserError
 from tools.train.seg_losses import masked_cross_entropy, soft_dice_loss

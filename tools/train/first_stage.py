@@ -18,7 +18,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from models.autoencoder import build_first_stage
+from models.first_stage import build_first_stage
 from tools.train.ae_losses import FirstStageLoss, mask_iou, psnr
 from tools.core.checkpoint import check_config_matches, load_checkpoint
 from tools.core.config import to_plain
