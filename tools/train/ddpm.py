@@ -16,18 +16,17 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.denoiser import DenoiserCond
-from tools.diffusion.gaussian import GaussianDiffusion, measure_scale_factor
 from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
-from tools.train.ema import EMA
-from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
-from tools.diffusion.frame_sets import gather_frames, sample_frame_sets_batch
-from tools.data.loader import make_train_loader
 from tools.core.logger import RunLogger
-from tools.core.runs import prepare_run_dir
-from tools.data.stage import require_data_path
+from tools.core.runs import LAST_CHECKPOINT
 from tools.data.datasets import training_clips, validation_clips
-from tools.train.loop import seed_everything, train
+from tools.data.stage import require_data_path
+from tools.diffusion.frame_sets import gather_frames, sample_frame_sets_batch
+from tools.diffusion.gaussian import GaussianDiffusion, measure_scale_factor
+from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
 from tools.predict.video_predictor import LatentScales, VideoPredictor, build_denoiser
+from tools.train.ema import make_ema
+from tools.train.loop import StageRun, open_stage, optimizer_step, run_stage
 from tools.train.visuals import video_grid
 
 
@@ -43,13 +42,13 @@ class DiffusionTask:
         self.first_stage = build_frozen_first_stage(record, ctx.device)
         self.model = build_denoiser(cfg, self.first_stage).to(ctx.device)
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
-        self.ema = EMA(self.model, decay=float(cfg.train.ema_decay))
         tcfg = cfg.train
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
                                            weight_decay=float(tcfg.weight_decay))
         self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
         self.scales: LatentScales | None = None
         self.wrapped = wrap_model(self.model, ctx)
+        self.ema = make_ema(self.wrapped, float(tcfg.ema_decay))
 
     @torch.no_grad()
     def measure_scales(self, batches: list[dict]) -> None:
@@ -99,35 +98,31 @@ class DiffusionTask:
             loss, per_sample, t = self.diffusion.training_loss(
                 lambda x, tt: self.wrapped(x, self.diffusion.noise_level(tt), cond),
                 gather_frames(motion, tgt_idx), generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        clip = float(self.cfg.train.get("grad_clip") or 0)
-        if clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.ema.update(self.model)
+        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
+                       float(self.cfg.train.get("grad_clip") or 0))
+        if self.ema is not None:
+            self.ema.update(self.model)
         return {"loss": loss.item(), **self.diffusion.loss_by_bucket(t.cpu(), per_sample.cpu())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "scales": vars(self.scales), "first_stage": self.record}
+        state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "scales": vars(self.scales), "first_stage": self.record}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unwrap(self.model).load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state.get("scaler", {}))
         self.scales = LatentScales(**state["scales"])
 
     def predictor(self) -> VideoPredictor:
         """A sampler over the EMA weights (a separate copy; training weights stay untouched)."""
-        denoiser = build_denoiser(self.cfg, self.first_stage).to(self.ctx.device)
-        denoiser.load_state_dict(unwrap(self.model).state_dict())
-        self.ema.copy_to(denoiser)
-        return VideoPredictor(self.first_stage, denoiser.eval(), self.cfg, self.scales, self.ctx.device)
+        denoiser = self.ema.inference_copy(self.wrapped) if self.ema is not None else unwrap(self.model).eval()
+        return VideoPredictor(self.first_stage, denoiser, self.cfg, self.scales, self.ctx.device)
 
 
 def _jaccard(pred: torch.Tensor, true: torch.Tensor) -> float:
@@ -162,30 +157,27 @@ def validate(task: DiffusionTask, clips: DataLoader | None, step: int, logger: R
     return {"frame22_jaccard": _jaccard(torch.cat(preds), torch.cat(truths))} if preds else {}
 
 
+def measure_scales_once(task: DiffusionTask, stage: StageRun, make_batches) -> None:
+    """A new run measures its latent scale factors from its first batches; a resumed one reads them back."""
+    if (stage.run_dir / LAST_CHECKPOINT).exists():
+        return
+    probe = make_batches(0)
+    task.measure_scales([batch for batch, _ in zip(probe, range(int(stage.cfg.train.get("scale_batches", 4))))])
+    if stage.ctx.is_main:
+        print(f"latent scale factors: motion {task.scales.motion:.4f}, static {task.scales.static:.4f}")
+
+
 def run(cfg: DictConfig, ctx: DistContext) -> int:
     require_data_path(cfg)
-    seed_everything(int(cfg.run.seed), ctx.rank)
     record = first_stage_record(cfg.run.get("first_model"), cfg)
-    run_dir = prepare_run_dir(cfg, ctx)
-    logger = RunLogger(run_dir, enabled=ctx.is_main)
-    task = DiffusionTask(cfg, ctx, record)
     dataset = training_clips(cfg)
-    batch_size = int(cfg.run.get("batch_size") or cfg.train.get("batch_size", 8))
-    workers = int(cfg.train.get("num_workers", 0))
-    make_batches = lambda start: make_train_loader(dataset, batch_size, int(cfg.run.seed), ctx, start, workers,  # noqa: E731
-                                                   name="stage-2 training data")
-    if not (run_dir / "model_last.pth").exists():
-        probe = make_batches(0)
-        task.measure_scales([batch for batch, _ in zip(probe, range(int(cfg.train.get("scale_batches", 4))))])
-        if ctx.is_main:
-            print(f"latent scale factors: motion {task.scales.motion:.4f}, static {task.scales.static:.4f}")
+    stage = open_stage(cfg, ctx)
+    task = DiffusionTask(cfg, ctx, record)
+    make_batches = stage.batches(dataset, "stage-2 training data")
+    measure_scales_once(task, stage, make_batches)
     val = validation_clips(cfg, int(cfg.train.get("val_clips", 4)))
-    val_loader = DataLoader(val, batch_size=min(batch_size, 4)) if val is not None and len(val) else None
+    val_loader = DataLoader(val, batch_size=min(stage.batch_size, 4)) if val is not None and len(val) else None
     val_every = int(cfg.train.get("sample_every") or cfg.train.log_every)
-    try:
-        train(task, make_batches, cfg, run_dir, ctx, logger,
-              on_log=lambda step, final: validate(task, val_loader, step, logger)
-              if ctx.is_main and (step % val_every == 0 or final) else {})
-    finally:
-        logger.close()
-    return 0
+    return run_stage(stage, task, make_batches,
+                     on_log=lambda step, final: validate(task, val_loader, step, stage.logger)
+                     if ctx.is_main and (step % val_every == 0 or final) else {})

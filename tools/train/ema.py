@@ -6,6 +6,8 @@ copied, not averaged.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -54,6 +56,12 @@ class EMA:
         for name, buffer in model.named_buffers():
             buffer.copy_(self.buffers[name])
 
+    def inference_copy(self, model: nn.Module) -> nn.Module:
+        """A separate copy of `model` holding the averaged weights, in eval mode; the live weights stay untouched."""
+        averaged = copy.deepcopy(unwrap(model))
+        self.copy_to(averaged)
+        return averaged.eval()
+
     def state_dict(self) -> dict:
         return {"decay": self.decay, "warmup": self.warmup, "n_updates": self.n_updates,
                 "shadow": dict(self.shadow), "buffers": dict(self.buffers)}
@@ -70,3 +78,9 @@ class EMA:
             self.shadow[name] = value.detach().float().clone().to(self.shadow[name].device)
         for name, value in state["buffers"].items():
             self.buffers[name] = value.detach().clone().to(self.buffers[name].device)
+
+
+def make_ema(wrapped: nn.Module, decay: float, warmup: bool = False) -> EMA | None:
+    """The EMA of a model that is already wrapped for DDP (DDP broadcasts rank 0's weights at wrapping, so
+    every rank's average starts from the same weights); None when decay is 0 (EMA off)."""
+    return EMA(wrapped, decay=decay, warmup=warmup) if decay > 0 else None

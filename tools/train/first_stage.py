@@ -19,18 +19,17 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.first_stage import build_first_stage
-from tools.train.ae_losses import FirstStageLoss, mask_iou, psnr
 from tools.core.checkpoint import check_config_matches, load_checkpoint
 from tools.core.config import to_plain
-from tools.data.datasets import training_clips, validation_clips
 from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
-from tools.train.ema import EMA
 from tools.core.errors import UserError
-from tools.data.loader import make_train_loader
 from tools.core.logger import RunLogger
-from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir
+from tools.core.runs import LAST_CHECKPOINT
+from tools.data.datasets import training_clips, validation_clips
 from tools.data.stage import require_data_path
-from tools.train.loop import seed_everything, train
+from tools.train.ae_losses import FirstStageLoss, mask_iou, psnr
+from tools.train.ema import make_ema
+from tools.train.loop import open_stage, optimizer_step, run_stage
 from tools.train.visuals import video_grid
 
 
@@ -64,7 +63,6 @@ class FirstStageTask:
         self.cfg, self.ctx = cfg, ctx
         self.model = build_first_stage(cfg).to(ctx.device)
         self.loss = FirstStageLoss(cfg.loss).to(ctx.device)
-        self.ema = EMA(self.model, decay=float(cfg.train.ema_decay))
         tcfg = cfg.train
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
                                            weight_decay=float(tcfg.weight_decay))
@@ -75,6 +73,7 @@ class FirstStageTask:
                                                 weight_decay=0.0) if disc_params else None
         self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
         self.wrapped = wrap_model(self.model, ctx)
+        self.ema = make_ema(self.wrapped, float(tcfg.ema_decay))
 
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         frames, observed, masks = split_batch(batch, self.cfg, self.ctx.device)
@@ -83,16 +82,15 @@ class FirstStageTask:
             rgb, mask_logits, latents = self.wrapped(frames, observed)
         loss, logs = self.loss(frames, rgb.float(), mask_logits.float() if mask_logits is not None else None,
                                masks, latents, step, last_layer=self._last_layer())
-        self._optimise(self.optimizer, self.model, loss)
-        self.ema.update(self.model)
+        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
+                       float(self.cfg.train.get("grad_clip") or 0))
+        if self.ema is not None:
+            self.ema.update(self.model)
         if self.disc_optimizer is not None and self.loss.gan_active(step):
             with autocast(self.ctx, self.cfg.train.get("amp")):
                 d_loss, d_logs = self.loss.discriminator_loss(frames, rgb.float(), step)
-            self.disc_optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(d_loss).backward()
-            average_gradients(self.loss.discriminator, self.ctx)
-            self.scaler.step(self.disc_optimizer)
-            self.scaler.update()
+            optimizer_step(self.disc_optimizer, self.scaler, d_loss, self.loss.discriminator_parameters(),
+                           after_backward=lambda: average_gradients(self.loss.discriminator, self.ctx))
             logs.update(d_logs)
         return {key: float(value) for key, value in logs.items()}
 
@@ -100,19 +98,11 @@ class FirstStageTask:
         model = unwrap(self.model)
         return model.last_layer() if hasattr(model, "last_layer") else None
 
-    def _optimise(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        clip = float(self.cfg.train.get("grad_clip") or 0)
-        if clip > 0:
-            self.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        self.scaler.step(optimizer)
-        self.scaler.update()
-
     def state_dict(self) -> dict[str, Any]:
-        state = {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
+        state = {"model": unwrap(self.model).state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         if self.disc_optimizer is not None:
             state["discriminator"] = self.loss.discriminator.state_dict()
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
@@ -120,7 +110,7 @@ class FirstStageTask:
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
         unwrap(self.model).load_state_dict(state["model"])
-        if "ema" in state:
+        if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
         if weights_only:
             return
@@ -129,6 +119,10 @@ class FirstStageTask:
         if self.disc_optimizer is not None and "discriminator" in state:
             self.loss.discriminator.load_state_dict(state["discriminator"])
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+
+    def inference_model(self) -> torch.nn.Module:
+        """The weights validation and prediction use: a copy holding the EMA weights, or the live model."""
+        return self.ema.inference_copy(self.wrapped) if self.ema is not None else unwrap(self.model)
 
     def start_from_folder(self, folder: str) -> None:
         """GAN finetune: take weights, EMA and optimizer state of a trained first stage (a new step count)."""
@@ -148,9 +142,7 @@ def validate(task: FirstStageTask, clips: DataLoader | None, cfg: DictConfig) ->
     """Reconstruction PSNR and semantic-head mask IoU of held-out clips (EMA weights)."""
     if clips is None:
         return {}
-    model = build_first_stage(cfg).to(task.ctx.device).eval()
-    model.load_state_dict(unwrap(task.model).state_dict())
-    task.ema.copy_to(model)
+    model = task.inference_model()
     scores: dict[str, list[float]] = {"psnr": [], "mask_iou": []}
     for batch in clips:
         frames, observed, masks = split_batch(batch, cfg, task.ctx.device)
@@ -178,26 +170,16 @@ def log_reconstruction(task: FirstStageTask, batch: dict, logger: RunLogger, ste
 
 def run(cfg: DictConfig, ctx: DistContext) -> int:
     require_data_path(cfg)
-    seed_everything(int(cfg.run.seed), ctx.rank)
-    run_dir = prepare_run_dir(cfg, ctx)
-    logger = RunLogger(run_dir, enabled=ctx.is_main)
-    task = FirstStageTask(cfg, ctx)
-    if cfg.run.get("first_stage_folder") and not (run_dir / LAST_CHECKPOINT).exists():
-        task.start_from_folder(str(cfg.run.first_stage_folder))
     dataset = training_clips(cfg)
-    batch_size = int(cfg.run.get("batch_size") or cfg.train.get("batch_size", 8))
-    workers = int(cfg.train.get("num_workers", 0))
+    stage = open_stage(cfg, ctx)
+    task = FirstStageTask(cfg, ctx)
+    if cfg.run.get("first_stage_folder") and not (stage.run_dir / LAST_CHECKPOINT).exists():
+        task.start_from_folder(str(cfg.run.first_stage_folder))
     val = validation_clips(cfg, int(cfg.train.get("val_clips", 8)))
-    val_loader = DataLoader(val, batch_size=batch_size) if val is not None and len(val) else None
+    val_loader = DataLoader(val, batch_size=stage.batch_size) if val is not None and len(val) else None
     preview = next(iter(DataLoader(val if val_loader else dataset, batch_size=1)))
     val_every = int(cfg.train.get("val_every") or cfg.train.log_every)
-    try:
-        train(task, lambda start: make_train_loader(dataset, batch_size, int(cfg.run.seed), ctx, start, workers,
-                                                    name="first-stage training data"),
-              cfg, run_dir, ctx, logger,
-              on_log=lambda step, final: validate(task, val_loader, cfg)
-              if ctx.is_main and (step % val_every == 0 or final) else {},
-              on_images=lambda step: log_reconstruction(task, preview, logger, step))
-    finally:
-        logger.close()
-    return 0
+    return run_stage(stage, task, stage.batches(dataset, "first-stage training data"),
+                     on_log=lambda step, final: validate(task, val_loader, cfg)
+                     if ctx.is_main and (step % val_every == 0 or final) else {},
+                     on_images=lambda step: log_reconstruction(task, preview, stage.logger, step))

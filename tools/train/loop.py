@@ -1,15 +1,17 @@
-"""The generic training loop every stage uses: resume, step counting, logging, checkpoints, time budget.
+"""The one training skeleton every stage uses (as edm2's training_loop.py): the stage's run folder, batch
+size and data, the optimizer step, resume, step counting, logging, checkpoints and the time budget.
 
-A stage supplies a `TrainTask` (its models, optimizers and one `train_step`); this loop owns everything
-that must be identical across stages: the data order as a function of (seed, step), RNG state in the
-checkpoint so a resumed run draws the same numbers as an uninterrupted one, atomic checkpoints, rank-0
-logging of rank-averaged scalars, and a tqdm bar.
+A stage supplies a `TrainTask` (its models, optimizers and one `train_step`, which calls `optimizer_step`);
+`open_stage` + `run_stage` own everything that must be identical across stages: the data order as a function
+of (seed, step), RNG state in the checkpoint so a resumed run draws the same numbers as an uninterrupted one,
+atomic checkpoints, rank-0 logging of rank-averaged scalars, and a tqdm bar.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -22,8 +24,11 @@ from tools.core.checkpoint import (capture_rng_state, check_config_matches, load
                               save_checkpoint)
 from tools.core.config import to_plain
 from tools.core.distributed import DistContext, all_reduce_mean, barrier
+from tools.core.errors import UserError
 from tools.core.logger import RunLogger
-from tools.core.runs import LAST_CHECKPOINT, snapshot_name
+from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, snapshot_name
+from tools.data.loader import make_train_loader
+from tools.data.stage import require_data_path
 
 
 class TrainTask(Protocol):
@@ -37,6 +42,73 @@ class TrainTask(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict returned."""
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any, loss: torch.Tensor,
+                   parameters: Iterable[torch.nn.Parameter], grad_clip: float = 0.0,
+                   after_backward: Callable[[], None] | None = None) -> None:
+    """Backward through the grad scaler, optional gradient-norm clipping, step: the one optimizer step.
+
+    after_backward runs between backward and clipping (e.g. averaging gradients by hand across ranks).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if after_backward is not None:
+        after_backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def batch_size_of(cfg: DictConfig) -> int:
+    """Per-process batch size: --batch_size when given, else train.batch_size; 0 or less is refused."""
+    flag = cfg.run.get("batch_size")
+    size = int(flag if flag is not None else cfg.train.get("batch_size", 8))
+    if size < 1:
+        source = "--batch_size" if flag is not None else "train.batch_size"
+        raise UserError(f"{source}={size} is not a batch size; pass --batch_size 1 or more")
+    return size
+
+
+@dataclass
+class StageRun:
+    """What every training stage opens before building its task: run folder, logger and data settings."""
+
+    cfg: DictConfig
+    ctx: DistContext
+    run_dir: Path
+    logger: RunLogger
+    batch_size: int
+    workers: int
+
+    def batches(self, dataset: Any, name: str) -> Callable[[int], Iterable[Any]]:
+        """make_batches(start_step) for `train`: the dataset's resumable, per-rank shuffled order."""
+        seed = int(self.cfg.run.seed)
+        return lambda start: make_train_loader(dataset, self.batch_size, seed, self.ctx, start, self.workers,
+                                               name=name)
+
+
+def open_stage(cfg: DictConfig, ctx: DistContext) -> StageRun:
+    """Check the data path and batch size, seed every RNG, create (or reopen) the run folder and its logger."""
+    require_data_path(cfg)
+    batch_size = batch_size_of(cfg)
+    seed_everything(int(cfg.run.seed), ctx.rank)
+    run_dir = prepare_run_dir(cfg, ctx)
+    return StageRun(cfg, ctx, run_dir, RunLogger(run_dir, enabled=ctx.is_main), batch_size,
+                    int(cfg.train.get("num_workers") or 0))
+
+
+def run_stage(stage: StageRun, task: "TrainTask", make_batches: Callable[[int], Iterable[Any]],
+              on_log: Callable[[int, bool], dict[str, float] | None] | None = None,
+              on_images: Callable[[int], None] | None = None) -> int:
+    """Train `task` to the end of its budget, always closing the logger; the stage's exit code (0)."""
+    try:
+        train(task, make_batches, stage.cfg, stage.run_dir, stage.ctx, stage.logger, on_log, on_images)
+    finally:
+        stage.logger.close()
+    return 0
 
 
 def seed_everything(seed: int, rank: int = 0) -> None:

@@ -12,7 +12,6 @@ tools/predict/pseudo_labels.py.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,13 @@ from tools.core.config import to_plain
 from tools.core.distributed import DistContext, autocast, barrier, make_grad_scaler, unwrap, wrap_model
 from tools.core.errors import UserError
 from tools.core.logger import RunLogger
-from tools.core.runs import prepare_run_dir
 from tools.data.classes import NUM_CLASSES, colorize_mask
 from tools.data.frames import LabeledFrames, augment_batch, evenly_spread
-from tools.data.loader import make_train_loader
 from tools.data.stage import require_data_path
 from tools.predict.pseudo_labels import BEST_CHECKPOINT
 from tools.predict.segmenter_io import load_local_encoder_weights
-from tools.train.loop import seed_everything, train
+from tools.train.loop import open_stage, optimizer_step, run_stage
+from tools.train.ema import make_ema
 from tools.train.seg_losses import SegmentationLoss
 
 IMAGE_GRID_FRAMES = 4
@@ -51,11 +49,7 @@ class SegmenterTask:
         self.optimizer = torch.optim.AdamW(unwrap(self.model).parameters(), lr=float(cfg.train.lr),
                                            weight_decay=float(cfg.train.weight_decay))
         self.scaler = make_grad_scaler(ctx, cfg.train.get("amp"))
-        self.ema = None
-        if float(cfg.train.get("ema_decay") or 0) > 0:
-            from tools.train.ema import EMA  # after wrapping: DDP has broadcast rank 0's weights by now
-
-            self.ema = EMA(self.model, decay=float(cfg.train.ema_decay), warmup=True)
+        self.ema = make_ema(self.model, float(cfg.train.get("ema_decay") or 0), warmup=True)
         self.loss = SegmentationLoss(cfg.loss.ce_weight, cfg.loss.dice_weight)
         self.augment = cfg.data.get("augment") or {}
         self.best_jaccard = -1.0
@@ -68,22 +62,15 @@ class SegmenterTask:
         with autocast(self.ctx, self.cfg.train.get("amp")):
             logits = self.model(rgb)
         loss, parts = self.loss(logits.float(), mask)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
+                       float(self.cfg.train.get("grad_clip") or 0))
         if self.ema is not None:
             self.ema.update(self.model)
         return {"loss": float(loss.detach()), **parts}
 
     def inference_model(self) -> Segmenter:
         """The weights prediction would use: a copy holding the EMA weights, or the live model."""
-        bare = unwrap(self.model)
-        if self.ema is None:
-            return bare
-        averaged = copy.deepcopy(bare)
-        self.ema.copy_to(averaged)
-        return averaged
+        return self.ema.inference_copy(self.model) if self.ema is not None else unwrap(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -167,35 +154,20 @@ class Validation:
         logger.log_image("val/input_truth_prediction", grid, step)
 
 
-def batch_size_of(cfg: DictConfig) -> int:
-    size = int(cfg.run.get("batch_size") or cfg.train.batch_size)
-    if size < 1:
-        raise UserError(f"batch size {size} is invalid; pass --batch_size 1 or more")
-    return size
-
-
 def train_segmenter(cfg: DictConfig, ctx: DistContext) -> int:
     root = Path(require_data_path(cfg)).expanduser()
-    seed_everything(int(cfg.run.seed), ctx.rank)
     size = (int(cfg.data.height), int(cfg.data.width))
     train_frames = LabeledFrames(root, list(cfg.data.train_splits), size)
     val_frames = LabeledFrames(root, [cfg.data.val_split], size) if cfg.data.get("val_split") else None
-    run_dir = prepare_run_dir(cfg, ctx)
-    logger = RunLogger(run_dir, enabled=ctx.is_main)
+    stage = open_stage(cfg, ctx)
     task = SegmenterTask(cfg, ctx)
-    batch_size = batch_size_of(cfg)
-    workers = int(cfg.train.get("num_workers") or 0)
-    validation = Validation(task, val_frames, cfg, run_dir, ctx, batch_size) if val_frames else None
+    validation = Validation(task, val_frames, cfg, stage.run_dir, ctx, stage.batch_size) if val_frames else None
     if ctx.is_main:
         print(f"segmenter: {len(train_frames)} training frames from {len(train_frames.entries)} videos, "
-              f"{len(validation.loader.dataset) if validation else 0} validation frames; run folder {run_dir}")
-    train(task, lambda start: make_train_loader(train_frames, batch_size, int(cfg.run.seed), ctx, start,
-                                                workers, name="segmenter training frames"),
-          cfg, run_dir, ctx, logger,
-          on_log=validation.on_log if validation else None,
-          on_images=(lambda step: validation.on_images(step, logger)) if validation else None)
-    logger.close()
-    return 0
+              f"{len(validation.loader.dataset) if validation else 0} validation frames; run folder {stage.run_dir}")
+    return run_stage(stage, task, stage.batches(train_frames, "segmenter training frames"),
+                     on_log=validation.on_log if validation else None,
+                     on_images=(lambda step: validation.on_images(step, stage.logger)) if validation else None)
 
 
 def run(cfg: DictConfig, ctx: DistContext) -> int:
