@@ -150,7 +150,7 @@ class TemporalAttention(nn.Module):
 class VideoDenoiser(nn.Module):
     """Predicts the diffusion target (eps or v) of the target frames: output shape = x_noisy's.
 
-    noise_level: [B] float, the timestep normalised to [0, 1) (tools.diffusion.gaussian: t / n_steps).
+    noise_level: [B] float, the noise conditioning value c_noise (tools/diffusion/precond.py feeds 1000 t / N).
     """
 
     def __init__(
@@ -227,7 +227,7 @@ class VideoDenoiser(nn.Module):
                            torch.full((batch, n_tgt), TARGET, device=index.device)], dim=1)
         level = torch.cat([torch.zeros(batch, n_obs, device=index.device),
                            noise_level.float().view(batch, 1).expand(batch, n_tgt)], dim=1)
-        emb = self.time_mlp(sinusoidal_embedding(level * 1000, self.base_channels))
+        emb = self.time_mlp(sinusoidal_embedding(level, self.base_channels))
         emb = emb + self.index_mlp(sinusoidal_embedding(index.float(), self.base_channels))
         return emb + self.flag_embedding(flags)
 

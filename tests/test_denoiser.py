@@ -6,6 +6,7 @@ import torch
 
 from models.denoiser import DenoiserCond, VideoDenoiser
 from tools.diffusion.gaussian import GaussianDiffusion
+from tools.diffusion.precond import Precond
 from models import ModelConfigError
 
 C, CS = 4, 6
@@ -130,13 +131,13 @@ def test_loss_falls_on_a_fixed_tiny_batch():
 
     def evaluate() -> float:
         with torch.no_grad():
-            losses = [diffusion.training_loss(lambda x, t: model(x, diffusion.noise_level(t), cond), target,
+            losses = [diffusion.training_loss(lambda x, t: Precond(model, diffusion).network_output(x, t, cond), target,
                                               torch.Generator().manual_seed(100 + i))[0] for i in range(8)]
         return torch.stack(losses).mean().item()
 
     before = evaluate()
     for step in range(100):
-        loss, _, _ = diffusion.training_loss(lambda x, t: model(x, diffusion.noise_level(t), cond), target,
+        loss, _, _ = diffusion.training_loss(lambda x, t: Precond(model, diffusion).network_output(x, t, cond), target,
                                              torch.Generator().manual_seed(step))
         optimizer.zero_grad()
         loss.backward()
@@ -168,7 +169,7 @@ def test_configs_build_the_model_diffusion_and_frame_sets(name):
 
 
 def test_a_strategy_plan_samples_end_to_end_deterministically_per_seed():
-    from tools.diffusion.samplers import ddim_sample, model_denoiser
+    from tools.diffusion.samplers import ddim_sample
     from tools.diffusion.strategies import get_strategy, run_plan
 
     model = randomise_zero_layers(tiny_model())
@@ -184,7 +185,7 @@ def test_a_strategy_plan_samples_end_to_end_deterministically_per_seed():
             cond = DenoiserCond(obs, torch.tensor(obs_idx).expand(2, -1), torch.tensor(tgt_idx).expand(2, -1),
                                 torch.ones(2, len(obs_idx), dtype=torch.bool), static)
             x_T = torch.randn(2, len(tgt_idx), C, 8, 12, generator=generator)
-            return ddim_sample(model_denoiser(model, diffusion, cond, 1.5), x_T, diffusion, steps=4, eta=0.0)
+            return ddim_sample(Precond(model, diffusion).sampler_denoise(cond, 1.5), x_T, diffusion, steps=4, eta=0.0)
 
         with torch.no_grad():
             return run_plan(get_strategy("hierarchical", n_keyframes=3).steps(), known, generate)[21]

@@ -3,14 +3,20 @@ import pytest
 import torch
 
 from tools.diffusion.gaussian import GaussianDiffusion
-from tools.diffusion.samplers import cfg_denoise, ddim_sample, ddpm_sample, model_denoiser, respaced_timesteps
+from tools.diffusion.precond import Precond, guided
+from tools.diffusion.samplers import ddim_sample, ddpm_sample, respaced_timesteps
 
 MU, STD = 1.5, 0.5  # toy data x0 ~ N(MU, STD^2), per coordinate
 N_SAMPLES = 4000
 
 
+def as_x0(raw, schedule: GaussianDiffusion):
+    """What the samplers take, denoise(x_t, t) -> x0, from an exact parameterised (eps or v) output."""
+    return lambda x, t: schedule.split_output(x, t, raw(x, t))[1]
+
+
 def exact_gaussian_denoiser(schedule: GaussianDiffusion):
-    """Bayes-optimal network output for x0 ~ N(MU, STD^2).
+    """Bayes-optimal denoiser (x_t, t) -> x0 for x0 ~ N(MU, STD^2), through the schedule's parameterisation.
 
     x_t ~ N(sqrt(a) MU, V) with V = a STD^2 + 1 - a, so
     E[eps | x_t] = sqrt(1-a) (x_t - sqrt(a) MU) / V and E[x0 | x_t] = MU + sqrt(a) STD^2 (x_t - sqrt(a) MU) / V;
@@ -25,7 +31,7 @@ def exact_gaussian_denoiser(schedule: GaussianDiffusion):
             return eps
         x0 = MU + a.sqrt() * STD**2 * centred / var
         return a.sqrt() * eps - (1 - a).sqrt() * x0
-    return denoise
+    return as_x0(denoise, schedule)
 
 
 def exact_mixture_denoiser(schedule: GaussianDiffusion, centre: float = 1.0, std: float = 0.1):
@@ -38,7 +44,7 @@ def exact_mixture_denoiser(schedule: GaussianDiffusion, centre: float = 1.0, std
         w_pos = torch.sigmoid(log_w_pos - log_w_neg)
         mean_t = a.sqrt() * centre * (2 * w_pos - 1)
         return (1 - a).sqrt() * (x - mean_t) / var
-    return denoise
+    return as_x0(denoise, schedule)
 
 
 def _x_T(seed: int = 0) -> torch.Tensor:
@@ -105,17 +111,18 @@ def test_respaced_timesteps_are_descending_and_span_the_chain():
     assert all(a > b for a, b in zip(times, times[1:]))
 
 
-def test_cfg_combines_conditional_and_unconditional_outputs():
-    def model_fn(x, t, cond):
+def test_guidance_combines_conditional_and_unconditional_predictions():
+    def denoised(x, t, cond):
         return x * 0 + cond
 
     x, t = torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)
-    assert torch.equal(cfg_denoise(model_fn, 2.0, 1.0, 1.0)(x, t), torch.full((2, 3), 2.0))
-    assert torch.equal(cfg_denoise(model_fn, 2.0, 1.0, 0.0)(x, t), torch.full((2, 3), 1.0))
-    assert torch.equal(cfg_denoise(model_fn, 2.0, 1.0, 3.0)(x, t), torch.full((2, 3), 4.0))  # 1 + 3*(2-1)
+    assert torch.equal(guided(denoised, 2.0, 1.0, 1.0)(x, t), torch.full((2, 3), 2.0))
+    assert torch.equal(guided(denoised, 2.0, 1.0, 0.0)(x, t), torch.full((2, 3), 1.0))
+    assert torch.equal(guided(denoised, 2.0, 1.0, 3.0)(x, t), torch.full((2, 3), 4.0))  # 1 + 3*(2-1)
 
 
-def test_model_denoiser_maps_timesteps_to_noise_levels_and_guides():
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_precond_feeds_c_noise_and_returns_x0_whatever_the_parameterisation(prediction):
     class Cond:
         def __init__(self, value):
             self.value = value
@@ -123,14 +130,21 @@ def test_model_denoiser_maps_timesteps_to_noise_levels_and_guides():
         def unconditional(self):
             return Cond(0.0)
 
-    schedule = GaussianDiffusion("cosine", 1000, "eps")
+    schedule = GaussianDiffusion("cosine", 1000, prediction)
+    x0_true = torch.full((2, 3), 0.7)
+    noise = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500, 250])
+    x_t = schedule.q_sample(x0_true, t, noise)
     seen = []
 
-    def model(x, noise_level, cond):
-        seen.append(noise_level)
-        return torch.full_like(x, cond.value)
+    def network(x, c_noise, cond):  # an oracle: the exact target, scaled by the condition's value
+        seen.append(c_noise)
+        return schedule.target(x0_true, noise, t) * cond.value
 
-    x, t = torch.zeros(2, 3), torch.tensor([500, 250])
-    out = model_denoiser(model, schedule, Cond(1.0), guidance_scale=2.0)(x, t)
-    assert torch.equal(out, torch.full((2, 3), 2.0))  # 0 + 2 * (1 - 0)
-    assert torch.allclose(seen[0], torch.tensor([0.5, 0.25]))
+    precond = Precond(network, schedule)
+    assert torch.allclose(precond.denoised(x_t, t, Cond(1.0)), x0_true, atol=1e-5)
+    assert torch.allclose(seen[0], torch.tensor([500.0, 250.0]))  # c_noise = 1000 t / N
+    # guidance 2: uncond output 0, cond output the oracle -> x0 pushed past the oracle's x0
+    guided_x0 = precond.sampler_denoise(Cond(1.0), guidance_scale=2.0)(x_t, t)
+    zero_x0 = precond.denoised(x_t, t, Cond(0.0))
+    assert torch.allclose(guided_x0, zero_x0 + 2 * (x0_true - zero_x0), atol=1e-4)

@@ -4,8 +4,8 @@ Holds the noise schedule (as alphas_cumprod over N discrete steps), the forward 
 q(x_t | x_0), the conversion between the network's output (epsilon or v) and (epsilon, x_0),
 the training loss with per-noise-level-bucket reporting, and the latent scale factor.
 
-Timesteps `t` are integer indices 0..N-1 (t=0 is the least noisy). The network never sees `t`
-directly: callers feed it `noise_level(t) = t / N` in [0, 1) so one network works for any N.
+Timesteps `t` are integer indices 0..N-1 (t=0 is the least noisy). What the network is told about
+the noise, and how its output becomes x0 for the samplers, is tools/diffusion/precond.py's business.
 """
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ def _gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
 class GaussianDiffusion:
     """The noise schedule plus the parameterisation of the network output.
 
-    Also serves as the `schedule` argument of tools.diffusion.samplers: the samplers only need
-    `alphas_cumprod`, `n_steps` and `split_output`.
+    Also serves as the `schedule` argument of tools.diffusion.samplers, which only read
+    `alphas_cumprod` and `n_steps`.
     """
 
     def __init__(self, schedule: str = "cosine", n_steps: int = 1000, prediction: str = "eps") -> None:
@@ -72,10 +72,6 @@ class GaussianDiffusion:
     def from_config(cls, diffusion_config: Any) -> "GaussianDiffusion":
         """From the config's `diffusion` section (sampler keys are read by the caller)."""
         return cls(diffusion_config["schedule"], int(diffusion_config["n_steps"]), diffusion_config["prediction"])
-
-    def noise_level(self, t: Tensor) -> Tensor:
-        """What the network is told about the noise: t / N as float32 in [0, 1)."""
-        return t.float() / self.n_steps
 
     def sample_timesteps(self, batch: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
         gen_device = generator.device if generator is not None else device
@@ -114,8 +110,8 @@ class GaussianDiffusion:
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Mean-squared error of the network's target at uniformly drawn timesteps.
 
-        model_fn(x_t, t) closes over the conditioning; t are integer timesteps (the caller maps
-        them to the network's noise level with `noise_level`). Returns (loss, per_sample_loss, t).
+        model_fn(x_t, t) closes over the conditioning and returns the network's parameterised output
+        (Precond.network_output); t are integer timesteps. Returns (loss, per_sample_loss, t).
         Noise is drawn on the generator's device, so a CPU generator gives the same draw anywhere.
         """
         t = self.sample_timesteps(x0.shape[0], generator, x0.device)

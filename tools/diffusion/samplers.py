@@ -1,8 +1,9 @@
 """DDPM and DDIM samplers as pure functions of (denoise, x_T, schedule, ...).
 
-`denoise(x_t, t) -> network output` already closes over the conditioning (and the guidance, see
-`cfg_denoise`); `t` is a LongTensor [B] of timesteps of the full schedule. `schedule` is a
-tools.diffusion.gaussian.GaussianDiffusion (anything with `alphas_cumprod`, `n_steps`, `split_output`).
+`denoise(x_t, t) -> x0` is the predicted clean sample; it already closes over the conditioning and the
+guidance (tools/diffusion/precond.py), so the samplers know nothing about the network's parameterisation.
+`t` is a LongTensor [B] of timesteps of the full schedule. `schedule` is anything with `alphas_cumprod` and
+`n_steps` (tools.diffusion.gaussian.GaussianDiffusion).
 Fewer sampling steps use a respaced subsequence of timesteps: each step goes from alpha_bar at
 one kept timestep to alpha_bar at the next, which is exact respacing (Nichol & Dhariwal 2021).
 Sampler arithmetic runs in float32 whatever dtype the network returns (bf16 under autocast).
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from tools.core.errors import UserError
 
-Denoise = Callable[[Tensor, Tensor], Tensor]
+Denoise = Callable[[Tensor, Tensor], Tensor]  # (x_t, timesteps [B]) -> denoised x0
 
 
 def respaced_timesteps(n_steps: int, steps: int | None) -> list[int]:
@@ -35,12 +36,13 @@ def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 def _predict(denoise: Denoise, x: Tensor, t: int, schedule: Any, clip_x0: float | None) -> tuple[Tensor, Tensor]:
+    """(eps, x0) at timestep t: x0 from the denoiser (optionally clipped), eps the noise it implies."""
     t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    eps, x0 = schedule.split_output(x, t_batch, denoise(x, t_batch))
+    x0 = denoise(x, t_batch).float()
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
-        abar = float(schedule.alphas_cumprod[t])
-        eps = (x - abar**0.5 * x0) / (1 - abar) ** 0.5  # keep eps consistent with the clipped x0
+    abar = float(schedule.alphas_cumprod[t])
+    eps = (x - abar**0.5 * x0) / (1 - abar) ** 0.5
     return eps, x0
 
 
@@ -97,37 +99,6 @@ def ddim_sample(
         if sigma > 0:
             x = x + sigma * _randn_like(x, generator)
     return x
-
-
-def cfg_denoise(model_fn: Callable[[Tensor, Tensor, Any], Tensor], cond: Any, uncond: Any, scale: float) -> Denoise:
-    """Classifier-free guidance: out = uncond_out + scale * (cond_out - uncond_out).
-
-    model_fn(x_t, t, cond); scale 1 is the plain conditional model (one network call per step),
-    scale 0 the unconditional one, scale > 1 pushes samples towards the condition.
-    """
-    if scale == 1.0:
-        return lambda x, t: model_fn(x, t, cond)
-    if scale == 0.0:
-        return lambda x, t: model_fn(x, t, uncond)
-
-    def guided(x: Tensor, t: Tensor) -> Tensor:
-        out_cond = model_fn(x, t, cond).float()
-        out_uncond = model_fn(x, t, uncond).float()
-        return out_uncond + scale * (out_cond - out_uncond)
-
-    return guided
-
-
-def model_denoiser(model: Callable[..., Tensor], schedule: Any, cond: Any, guidance_scale: float = 1.0) -> Denoise:
-    """denoise(x_t, t) for the samplers from a network model(x, noise_level, cond) (models/denoiser.py).
-
-    The unconditional branch of guidance is `cond.unconditional()` (every observed frame masked).
-    """
-    def model_fn(x: Tensor, t: Tensor, c: Any) -> Tensor:
-        return model(x, schedule.noise_level(t), c)
-
-    uncond = cond.unconditional() if guidance_scale != 1.0 else None
-    return cfg_denoise(model_fn, cond, uncond, guidance_scale)
 
 
 def sample(denoise: Denoise, x_T: Tensor, schedule: Any, sampler: str, steps: int | None,

@@ -18,7 +18,8 @@ from tools.core.checkpoint import load_checkpoint, weights_for_inference
 from tools.diffusion.gaussian import GaussianDiffusion
 from tools.core.errors import UserError
 from tools.predict.first_stage_io import build_frozen_first_stage
-from tools.diffusion.samplers import model_denoiser, sample
+from tools.diffusion.precond import Precond
+from tools.diffusion.samplers import sample
 from tools.diffusion.strategies import get_strategy, run_plan
 
 
@@ -83,7 +84,7 @@ class VideoPredictor:
         """One conditional sampling run: scaled observed latents [B,To,C,h,w] -> scaled targets [B,Tt,C,h,w]."""
         dcfg = self.cfg.diffusion
         cond = self.make_cond(obs, obs_idx, tgt_idx, static)
-        denoise = model_denoiser(self.denoiser, self.diffusion, cond, float(dcfg.get("guidance_scale", 1.0)))
+        denoise = Precond(self.denoiser, self.diffusion).sampler_denoise(cond, float(dcfg.get("guidance_scale", 1.0)))
         shape = (obs.shape[0], len(tgt_idx), *obs.shape[2:])
         gen_device = generator.device if generator is not None else obs.device
         x_T = torch.randn(shape, generator=generator, device=gen_device).to(obs.device)

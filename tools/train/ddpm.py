@@ -23,6 +23,7 @@ from tools.data.datasets import training_clips, validation_clips
 from tools.data.stage import require_data_path
 from tools.diffusion.frame_sets import gather_frames, sample_frame_sets_batch
 from tools.diffusion.gaussian import GaussianDiffusion, measure_scale_factor
+from tools.diffusion.precond import Precond
 from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
 from tools.predict.video_predictor import LatentScales, VideoPredictor, build_denoiser
 from tools.train.ema import make_ema
@@ -48,6 +49,7 @@ class DiffusionTask:
         self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
         self.scales: LatentScales | None = None
         self.wrapped = wrap_model(self.model, ctx)
+        self.precond = Precond(self.wrapped, self.diffusion)
         self.ema = make_ema(self.wrapped, float(tcfg.ema_decay))
 
     @torch.no_grad()
@@ -96,8 +98,7 @@ class DiffusionTask:
         self.model.train()
         with autocast(self.ctx, self.cfg.train.get("amp")):
             loss, per_sample, t = self.diffusion.training_loss(
-                lambda x, tt: self.wrapped(x, self.diffusion.noise_level(tt), cond),
-                gather_frames(motion, tgt_idx), generator)
+                lambda x, tt: self.precond.network_output(x, tt, cond), gather_frames(motion, tgt_idx), generator)
         optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
                        float(self.cfg.train.get("grad_clip") or 0))
         if self.ema is not None:
