@@ -3,7 +3,7 @@
   python main.py --exp generate    --data_path D                    # physics dataset (MuJoCo)
   python main.py --exp check_data  --data CLEVRER --data_path D     # validate a dataset folder
   python main.py --exp first_stage --id main --pretrain_config configs/autoencoder/base.yaml --data CLEVRER --data_path D
-  python main.py --exp ddpm --id main --pretrain_config configs/latent-diffusion/base.yaml --first_model R/model_last.pth
+  python main.py --exp ddpm --id main --pretrain_config configs/latent-diffusion/base.yaml --data_path D --first_model R/model_last.pth
   python main.py --exp pipeline                                     # the whole job on generated data
 
 Re-running a command resumes its run folder results/{exp}_{id}_{data}_{seed}/; --fresh starts again.

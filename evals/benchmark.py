@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -34,13 +33,16 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from evals.baselines import BASELINE_LABELS, baseline_table, frame22_truth, split_videos  # noqa: E402
-from evals.eval_run import EvalSettings, evaluate_predictions, load_predictions  # noqa: E402
+from evals.eval_report import format_number  # noqa: E402
+from evals.eval_run import EvalSettings, evaluate_predictions  # noqa: E402
+from evals.predictions_folder import load_predictions  # noqa: E402
+from models import ModelConfigError  # noqa: E402
 from tools.core.atomic import write_text_atomic  # noqa: E402
 from tools.core.config import load_yaml  # noqa: E402
 from tools.core.distributed import init_distributed  # noqa: E402
-from models import ModelConfigError
 from tools.core.errors import UserError  # noqa: E402
 from tools.core.logger import read_stats  # noqa: E402
+from tools.data.classes import TARGET_FRAME  # noqa: E402
 
 FVD_TARGETS = list(range(11, 22))  # frames 12-22, 0-based
 STEP_TIME_RECORDS = 5
@@ -111,7 +113,7 @@ def run_prediction(args: argparse.Namespace, row: Row, targets: list[int], folde
 def benchmark_row(args: argparse.Namespace, row: Row, runs_dir: Path, settings: EvalSettings, ctx) -> dict:
     """Predict frame 22 with one model and strategy, then score it (and its frames 12-22 with --fvd)."""
     folder = runs_dir / row.folder_name
-    run_prediction(args, row, [21], folder, ctx)
+    run_prediction(args, row, [TARGET_FRAME], folder, ctx)
     predictions = load_predictions(folder)
     videos = split_videos(args.data_path, args.split, predictions.video_ids)
     no_fvd = EvalSettings(**{**settings.__dict__, "metrics": ("jaccard", "lpips", "psnr_ssim"), "baselines": False})
@@ -131,12 +133,6 @@ def benchmark_row(args: argparse.Namespace, row: Row, runs_dir: Path, settings: 
     return result
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.{digits}f}"
-    return "-" if value is None else str(value)
-
-
 def markdown_table(results: list[dict], baselines: dict[str, float], context: dict[str, Any]) -> str:
     lines = ["# Benchmark", "",
              f"split `{context['split']}`, {context['num_videos']} videos, device {context['device']}; "
@@ -145,13 +141,13 @@ def markdown_table(results: list[dict], baselines: dict[str, float], context: di
              "sampling s/video | peak mem GiB | train s/step |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         meta = r["meta"]
-        lines.append(f"| {r['label']} | {r['strategy']} x{meta.get('n_samples')} | {_fmt(r['jaccard'])} | "
-                     f"{_fmt(r['jaccard_mean_over_videos'])} | {_fmt(r['lpips'])} | {_fmt(r['psnr'], 2)} | "
-                     f"{_fmt(r['ssim'])} | {_fmt(r.get('fvd'), 1)} | {_fmt(meta.get('sec_per_video'), 3)} | "
-                     f"{_fmt(meta.get('peak_mem_gib'), 2)} | {_fmt(r['train_sec_per_step'], 3)} |")
+        lines.append(f"| {r['label']} | {r['strategy']} x{meta.get('n_samples')} | {format_number(r['jaccard'])} | "
+                     f"{format_number(r['jaccard_mean_over_videos'])} | {format_number(r['lpips'])} | {format_number(r['psnr'], 2)} | "
+                     f"{format_number(r['ssim'])} | {format_number(r.get('fvd'), 1)} | {format_number(meta.get('sec_per_video'), 3)} | "
+                     f"{format_number(meta.get('peak_mem_gib'), 2)} | {format_number(r['train_sec_per_step'], 3)} |")
     if baselines:
         lines += ["", "| baseline | frame-22 Jaccard |", "|---|---|"]
-        lines += [f"| {BASELINE_LABELS.get(k, k)} | {_fmt(v)} |" for k, v in baselines.items()]
+        lines += [f"| {BASELINE_LABELS.get(k, k)} | {format_number(v)} |" for k, v in baselines.items()]
     notes = list(context["notes"]) + sorted({n for r in results for n in r["notes"]})
     if notes:
         lines += [""] + [f"- {note}" for note in notes]

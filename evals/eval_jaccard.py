@@ -23,11 +23,10 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from evals.jaccard import jaccard_report  # noqa: E402
-from tools.data.classes import class_name  # noqa: E402
+from tools.data.classes import NUM_CLASSES, TARGET_FRAME, class_name  # noqa: E402
 from tools.data.clevrer import list_videos, read_mask  # noqa: E402
 from tools.core.errors import UserError  # noqa: E402
 
-TARGET_FRAME = 21
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    lines = report.lines({index: class_name(index) for index in range(49)})
+    lines = report.lines({index: class_name(index) for index in range(NUM_CLASSES)})
     per_class_rows, mean_over_videos = lines[:-2], lines[-2]
     if args.per_class:
         print("\n".join(per_class_rows))

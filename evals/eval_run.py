@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,93 +22,20 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from evals.baselines import (BASELINE_LABELS, SplitVideos, baseline_table, frame22_truth, has_true_frame,
+from evals.baselines import (SplitVideos, baseline_table, frame22_truth, has_true_frame,
                              split_videos)
+from evals.eval_report import report_markdown
 from evals.jaccard import jaccard_report
+from evals.predictions_folder import Predictions, load_predictions
 from tools.core.atomic import write_text_atomic
-from tools.data.classes import class_name
+from tools.data.classes import TARGET_FRAME, class_name
 from tools.data.clevrer import read_frames, resize_frames
 from tools.core.errors import UserError
 from tools.core.runs import prepare_run_dir
 from tools.core.distributed import DistContext, barrier
 
 METRICS = ("jaccard", "lpips", "psnr_ssim", "fvd")
-TARGET_INDEX = 21
 FVD_MIN_FRAMES = 9
-
-
-# ----------------------------------------------------------------------------- predictions folder
-
-@dataclass
-class Predictions:
-    """What `--exp predict` wrote: frame-22 masks, their video ids, predicted RGB targets and metadata."""
-
-    submission: torch.Tensor            # uint8 [N, H, W]
-    video_ids: list[int]
-    split: str | None
-    frames: torch.Tensor | None = None  # uint8 [N, K, 3, h, w]
-    meta: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-
-    @property
-    def targets(self) -> list[int]:
-        return [int(t) for t in self.meta.get("targets") or [TARGET_INDEX]]
-
-
-def _load_tensor(path: Path) -> torch.Tensor:
-    try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torn file, pickle refused, not a torch file
-        raise UserError(f"{path}: not a readable torch tensor file ({type(error).__name__}); "
-                        f"re-run `python main.py --exp predict` to rewrite it.") from error
-    if not isinstance(value, torch.Tensor):
-        raise UserError(f"{path}: holds a {type(value).__name__}, not a tensor; re-run --exp predict.")
-    return value
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: not readable JSON ({error}); re-run --exp predict.") from error
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: expected a JSON object; re-run --exp predict.")
-    return value
-
-
-def load_predictions(folder: str | Path) -> Predictions:
-    """Read and check a predictions folder; a UserError names the file at fault."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"predictions folder '{folder}' does not exist; pass a `--exp predict` run folder with "
-                        f"--config_mod eval.predictions=results/predict_<id>_<data>_<seed>")
-    for required in ("submission.pt", "video_ids.json"):
-        if not (folder / required).is_file():
-            raise UserError(f"{folder / required} is missing; is '{folder}' a finished `--exp predict` run?")
-    submission = _load_tensor(folder / "submission.pt")
-    if submission.dim() != 3 or submission.dtype != torch.uint8:
-        raise UserError(f"{folder / 'submission.pt'}: expected uint8 masks [N, H, W], got "
-                        f"{submission.dtype} {tuple(submission.shape)}.")
-    ids_record = _load_json(folder / "video_ids.json")
-    video_ids = [int(v) for v in ids_record.get("video_ids", [])]
-    if len(video_ids) != len(submission):
-        raise UserError(f"{folder / 'video_ids.json'} lists {len(video_ids)} videos but submission.pt holds "
-                        f"{len(submission)} masks; re-run --exp predict.")
-    meta = _load_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
-    frames = _load_tensor(folder / "frames.pt") if (folder / "frames.pt").is_file() else None
-    predictions = Predictions(submission, video_ids, ids_record.get("split"), frames, meta, str(folder))
-    _check_frames(predictions, folder / "frames.pt")
-    return predictions
-
-
-def _check_frames(predictions: Predictions, path: Path) -> None:
-    frames = predictions.frames
-    if frames is None:
-        return
-    n, k = len(predictions.video_ids), len(predictions.targets)
-    if frames.dim() != 5 or frames.shape[:3] != (n, k, 3) or frames.dtype != torch.uint8:
-        raise UserError(f"{path}: expected uint8 [{n}, {k}, 3, h, w] (one RGB frame per video and per "
-                        f"meta.json target {predictions.targets}), got {frames.dtype} {tuple(frames.shape)}.")
 
 
 # ----------------------------------------------------------------------------- metric sections
@@ -166,7 +92,7 @@ def image_section(predicted: torch.Tensor, videos: SplitVideos, settings: EvalSe
     from evals.lpips_metric import LPIPS
 
     size = tuple(predicted.shape[-2:])
-    truth = torch.cat(list(true_frames(videos, [TARGET_INDEX], size)))
+    truth = torch.cat(list(true_frames(videos, [TARGET_FRAME], size)))
     section: dict[str, Any] = {"resolution": list(size)}
     if "psnr_ssim" in settings.metrics:
         section["psnr"] = float(psnr(predicted, truth).clamp(max=100.0).mean())
@@ -251,8 +177,8 @@ def _rgb_sections(predictions: Predictions, videos: SplitVideos, settings: EvalS
         notes.append(f"no LPIPS/PSNR/SSIM/FVD: split '{videos.split}' has no true frames {[t + 1 for t in targets]}.")
         return {}
     if wanted_image:
-        if TARGET_INDEX in targets:
-            sections["frame22"] = image_section(predictions.frames[:, targets.index(TARGET_INDEX)], videos, settings)
+        if TARGET_FRAME in targets:
+            sections["frame22"] = image_section(predictions.frames[:, targets.index(TARGET_FRAME)], videos, settings)
         else:
             notes.append(f"no frame-22 image metrics: predicted targets {targets} omit frame 22.")
     if "fvd" in settings.metrics:
@@ -263,44 +189,6 @@ def _rgb_sections(predictions: Predictions, videos: SplitVideos, settings: EvalS
                 notes.append("FVD over one video uses the mean term only (no covariance).")
             sections["fvd"] = fvd_section(predictions.frames, targets, videos, settings)
     return sections
-
-
-# ----------------------------------------------------------------------------- report
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) and math.isfinite(value) else str(value)
-
-
-def report_markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
-    """The report as a markdown document: metric table, baselines, best/worst classes, notes."""
-    meta = report.get("meta") or {}
-    lines = [f"# {title}", "", f"predictions: `{report.get('predictions')}`; split `{report['split']}`, "
-             f"{report['num_videos']} videos; strategy {meta.get('strategy', '?')}, "
-             f"{meta.get('n_samples', '?')} samples, {_fmt(meta.get('sec_per_video', '?'), 2)} s/video", "",
-             "| metric | value |", "|---|---|"]
-    jaccard = report.get("jaccard")
-    if jaccard:
-        lines += [f"| frame-22 Jaccard (competition, all masks stacked) | {_fmt(jaccard['score'])} |",
-                  f"| frame-22 Jaccard, mean over videos | {_fmt(jaccard['mean_over_videos'])} |"]
-    frame22 = report.get("frame22") or {}
-    size = "x".join(map(str, frame22.get("resolution", [])))
-    for key, label in (("lpips", f"LPIPS ({frame22.get('lpips_net')}) frame 22"), ("psnr", "PSNR frame 22 (dB)"),
-                       ("ssim", "SSIM frame 22")):
-        if key in frame22:
-            lines.append(f"| {label} at {size} | {_fmt(frame22[key])} |")
-    if "fvd" in report:
-        fvd = report["fvd"]
-        frames = fvd["frames"]
-        lines.append(f"| FVD frames {frames[0]}-{frames[-1]} ({fvd['num_videos']} videos) | {_fmt(fvd['fvd'], 2)} |")
-    if report.get("baselines"):
-        lines += ["", "| baseline | frame-22 Jaccard |", "|---|---|"]
-        lines += [f"| {BASELINE_LABELS.get(k, k)} | {_fmt(v)} |" for k, v in report["baselines"].items()]
-    if jaccard:
-        for key, label in (("best_classes", "best classes"), ("worst_classes", "worst classes")):
-            lines += ["", f"{label} (IoU): " + ", ".join(f"{name} {_fmt(iou, 3)}" for name, iou in jaccard[key])]
-    if report.get("notes"):
-        lines += [""] + [f"- {note}" for note in report["notes"]]
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- the stage

@@ -16,8 +16,8 @@ import torch
 from torchmetrics import JaccardIndex
 
 from tools.core.errors import UserError
+from tools.data.classes import NUM_CLASSES
 
-NUM_CLASSES = 49
 
 
 def check_mask_pair(pred: torch.Tensor, true: torch.Tensor) -> None:

@@ -26,10 +26,6 @@ class Latents:
         return Latents(*(None if getattr(self, f.name) is None else getattr(self, f.name).detach()
                          for f in fields(self)))
 
-    def with_motion(self, motion: torch.Tensor) -> "Latents":
-        """Same static latents, new motion (e.g. motion latents predicted by stage 2)."""
-        return Latents(self.scene, self.object, motion)
-
 
 def resolve_model_config(config: Mapping[str, Any] | DictConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Merge a ``model`` config section over ``defaults``; unknown keys are a user error (likely typos)."""

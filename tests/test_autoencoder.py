@@ -71,7 +71,7 @@ def test_decode_rebuilds_every_frame_from_its_own_motion_latent():
         rgb, _ = model.decode(latents)
         changed = latents.motion.clone()
         changed[:, 5] = -changed[:, 5]
-        rgb_changed, _ = model.decode(latents.with_motion(changed))
+        rgb_changed, _ = model.decode(Latents(latents.scene, latents.object, changed))
     assert rgb.shape[1] == 6
     assert torch.equal(rgb[:, :5], rgb_changed[:, :5])
     assert not torch.equal(rgb[:, 5], rgb_changed[:, 5])

@@ -3,7 +3,11 @@ import pytest
 from omegaconf import OmegaConf
 
 import main
-from tools.core.config import load_config, save_config
+from tools.core.config import apply_overrides, load_yaml, save_config
+
+
+def load_config(path, overrides=()):
+    return apply_overrides(load_yaml(path), overrides)
 from tools.core.errors import UserError
 
 

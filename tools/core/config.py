@@ -66,11 +66,6 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "--
 _MISSING = object()
 
 
-def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> DictConfig:
-    """Load a stage config and apply overrides."""
-    return apply_overrides(load_yaml(path), overrides)
-
-
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     """Write the fully resolved config as YAML, atomically."""
     write_text_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -100,13 +99,3 @@ def autocast(ctx: DistContext, amp: str | None) -> contextlib.AbstractContextMan
 def make_grad_scaler(ctx: DistContext, amp: str | None) -> torch.amp.GradScaler:
     """A loss scaler that is only active for fp16 on GPU (bf16 does not need one)."""
     return torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda" and amp == "fp16")
-
-
-@contextlib.contextmanager
-def main_process_first(ctx: DistContext) -> Iterator[None]:
-    """Let rank 0 do one-time work (e.g. measuring statistics, writing caches) before the others."""
-    if not ctx.is_main:
-        barrier(ctx)
-    yield
-    if ctx.is_main:
-        barrier(ctx)

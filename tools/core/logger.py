@@ -44,10 +44,6 @@ class RunLogger:
         if self.enabled:
             self._writer.add_image(tag, image.detach().float().clamp(0, 1).cpu(), step)
 
-    def log_text(self, tag: str, text: str, step: int) -> None:
-        if self.enabled:
-            self._writer.add_text(tag, text, step)
-
     def flush(self) -> None:
         if self.enabled:
             self._writer.flush()

@@ -12,9 +12,9 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from tools.data.classes import MAX_CLASS_ID
+from tools.data.classes import MAX_CLASS_ID, NUM_OBSERVED
 from tools.data.clevrer import VideoEntry, list_videos
-from tools.data.validate import (HIDDEN_FRAMES, MASK_FILE, SPLITS, expected_frames, load_mask_file,
+from tools.data.validate import (MASK_FILE, SPLITS, expected_frames, load_mask_file,
                                  require_root, validate_video)
 from tools.core.errors import UserError
 
@@ -129,8 +129,8 @@ def _readable_mask(path: Path) -> np.ndarray | None:
 
 def _gains_class_after_observed(mask: np.ndarray) -> bool:
     """True if some class appears only after the observed frames (indices 0..10)."""
-    observed = set(np.unique(mask[:HIDDEN_FRAMES]).tolist())
-    later = set(np.unique(mask[HIDDEN_FRAMES:]).tolist())
+    observed = set(np.unique(mask[:NUM_OBSERVED]).tolist())
+    later = set(np.unique(mask[NUM_OBSERVED:]).tolist())
     return bool(later - observed)
 
 

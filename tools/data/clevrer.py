@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from natsort import natsorted
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Dataset
 
-from tools.data.validate import (FRAME_FILE_PATTERN, FULL_FRAMES, MASK_FILE, MASK_MODES, VIDEO_DIR_PATTERN,
+from tools.data.classes import NUM_FRAMES
+from tools.data.validate import (FRAME_FILE_PATTERN, MASK_FILE, MASK_MODES, VIDEO_DIR_PATTERN,
                                  check_mask, decode_png, expected_frames, frame_file, frame_size_problem,
                                  load_mask_file, require_frame_files, require_split_folder)
 from tools.core.errors import UserError
@@ -69,7 +70,7 @@ def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> torch
     return stacked.to(torch.float32).div_(255.0)
 
 
-def read_mask(path: str | Path, n_frames: int = FULL_FRAMES, frame_size: tuple[int, int] | None = None,
+def read_mask(path: str | Path, n_frames: int = NUM_FRAMES, frame_size: tuple[int, int] | None = None,
               mask_mode: str = "error") -> torch.Tensor:
     """A video's mask (path of mask.npy or of its video folder) as torch.uint8 [n_frames, H, W], checked.
 
@@ -165,23 +166,6 @@ class ClevrerDataset(Dataset):
             frames = resize_frames(frames, self.size)
             mask = resize_mask(mask, self.size)
         return {"frames": frames, "mask": mask, "has_mask": torch.tensor(entry.has_mask), "video_id": entry.id}
-
-
-class MultiSplitDataset(ConcatDataset):
-    """Several splits read as one dataset (e.g. train + unlabeled for the autoencoder), same item format."""
-
-    def __init__(self, root: str | Path, splits: Sequence[str], **dataset_kwargs):
-        if isinstance(splits, str):
-            splits = [s for s in splits.replace("+", ",").split(",") if s]
-        if not splits:
-            raise UserError("no splits given; name at least one of train, val, unlabeled, hidden.")
-        self.splits = tuple(splits)
-        super().__init__([ClevrerDataset(root, split, **dataset_kwargs) for split in self.splits])
-
-    @property
-    def entries(self) -> list[VideoEntry]:
-        """The videos of all splits, in split order then natural order."""
-        return [entry for dataset in self.datasets for entry in dataset.entries]
 
 
 def _checked_size(size: Sequence[int] | None) -> tuple[int, int] | None:

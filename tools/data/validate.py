@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pyspng
 
-from tools.data.classes import MAX_CLASS_ID
+from tools.data.classes import MAX_CLASS_ID, NUM_FRAMES, NUM_OBSERVED
 from tools.core.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "unlabeled", "hidden")
-FULL_FRAMES = 22
-HIDDEN_FRAMES = 11
 MASK_FILE = "mask.npy"
 MASK_MODES = ("error", "background")
 VIDEO_DIR_PATTERN = re.compile(r"^video_(\d+)$")
@@ -33,7 +31,7 @@ def frame_file(index: int) -> str:
 
 def expected_frames(split: str) -> int:
     """Frames per video in a split: 11 for hidden (inputs only), 22 otherwise."""
-    return HIDDEN_FRAMES if split == "hidden" else FULL_FRAMES
+    return NUM_OBSERVED if split == "hidden" else NUM_FRAMES
 
 
 def require_root(root: str | Path) -> Path:

@@ -15,9 +15,8 @@ import torch
 from torch import Tensor
 
 from tools.core.errors import UserError
+from tools.data.classes import NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
 
-COMPETITION_OBSERVED = range(0, 11)
-COMPETITION_TARGET = 21
 MAX_WINDOW_STRIDE = 4
 
 
@@ -44,8 +43,8 @@ def _check(n_frames: int, n_obs_max: int, n_tgt: int) -> None:
 
 
 def _competition_sets(generator: torch.Generator, n_frames: int, n_obs_max: int, n_tgt: int):
-    observed = list(COMPETITION_OBSERVED)[-n_obs_max:]
-    target = min(COMPETITION_TARGET, n_frames - 1)
+    observed = list(range(NUM_OBSERVED))[-n_obs_max:]
+    target = min(TARGET_FRAME, n_frames - 1)
     between = list(range(observed[-1] + 1, target))
     targets = _choose(generator, between, min(n_tgt - 1, len(between))) + [target]
     if len(targets) < n_tgt:  # a short clip leaves too few frames between; top up from the rest
@@ -73,7 +72,7 @@ def _random_sets(generator: torch.Generator, n_frames: int, n_obs_max: int, n_tg
 
 def sample_frame_sets(
     generator: torch.Generator,
-    n_frames: int = 22,
+    n_frames: int = NUM_FRAMES,
     n_obs_max: int = 11,
     n_tgt: int = 1,
     prob_mask_cond: float = 0.0,

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from tools.core.errors import UserError
+from tools.data.classes import NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
 
 Plan = list[tuple[list[int], list[int]]]
 
@@ -50,7 +51,7 @@ class Direct:
         self.n_tgt = _positive("n_tgt", n_tgt)
         self.n_obs = None if n_obs is None else _positive("n_obs", n_obs)
 
-    def steps(self, n_total: int = 22, observed: Iterable[int] = range(0, 11), target: int = 21) -> Plan:
+    def steps(self, n_total: int = NUM_FRAMES, observed: Iterable[int] = range(NUM_OBSERVED), target: int = TARGET_FRAME) -> Plan:
         known = _checked(n_total, observed, target)
         obs = known if self.n_obs is None else known[-self.n_obs:]
         return [(obs, _evenly_spaced_ending_at(known[-1] + 1, target, self.n_tgt))]
@@ -63,7 +64,7 @@ class Autoregressive:
         self.k = _positive("k", k)
         self.m = _positive("m", m)
 
-    def steps(self, n_total: int = 22, observed: Iterable[int] = range(0, 11), target: int = 21) -> Plan:
+    def steps(self, n_total: int = NUM_FRAMES, observed: Iterable[int] = range(NUM_OBSERVED), target: int = TARGET_FRAME) -> Plan:
         known = _checked(n_total, observed, target)
         plan: Plan = []
         while known[-1] < target:
@@ -80,7 +81,7 @@ class Skip:
         self.stride = _positive("stride", stride)
         self.m = _positive("m", m)
 
-    def steps(self, n_total: int = 22, observed: Iterable[int] = range(0, 11), target: int = 21) -> Plan:
+    def steps(self, n_total: int = NUM_FRAMES, observed: Iterable[int] = range(NUM_OBSERVED), target: int = TARGET_FRAME) -> Plan:
         known = _checked(n_total, observed, target)
         plan: Plan = []
         while known[-1] < target:
@@ -104,7 +105,7 @@ class Hierarchical:
         self.m = _positive("m", m)
         self.fill_in = bool(fill_in)
 
-    def steps(self, n_total: int = 22, observed: Iterable[int] = range(0, 11), target: int = 21) -> Plan:
+    def steps(self, n_total: int = NUM_FRAMES, observed: Iterable[int] = range(NUM_OBSERVED), target: int = TARGET_FRAME) -> Plan:
         known = _checked(n_total, observed, target)
         keyframes = _evenly_spaced_ending_at(known[-1] + 1, target, self.n_keyframes)
         plan: Plan = [(known[-self.m:], keyframes)]

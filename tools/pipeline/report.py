@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from evals.eval_report import format_number
 from tools.core.atomic import write_text_atomic
-from tools.data.classes import colorize_mask
-from tools.data.clevrer import list_videos, read_frames, read_mask
+from tools.data.classes import NUM_OBSERVED, TARGET_FRAME, colorize_mask
+from tools.data.clevrer import read_frames, read_mask
 from tools.core.logger import read_stats
 from tools.predict.outputs import resized_uint8, save_png, uint8_hwc
 from tools.core.runs import run_dir_for
@@ -23,39 +24,34 @@ def _last(records: list[dict], split: str, key: str) -> float | None:
     return values[-1] if values else None
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def write_figure(path: Path, entries: list, predict_dir: Path, submission: torch.Tensor) -> None:
     """Rows of videos: frames 1, 6, 11 | true frame 22 | predicted frame 22 | true mask | predicted mask."""
     frames_pred = torch.load(predict_dir / "frames.pt", weights_only=True)
     rows = []
     for index, entry in enumerate(entries[:FIGURE_VIDEOS]):
-        frames = read_frames(entry.path, [0, 5, 10, 21])
+        frames = read_frames(entry.path, [0, NUM_OBSERVED // 2, NUM_OBSERVED - 1, TARGET_FRAME])
         predicted = resized_uint8(frames_pred[index, -1], tuple(frames.shape[-2:]))
         tiles = [uint8_hwc(f) for f in frames] + [uint8_hwc(predicted),
-                                                  colorize_mask(read_mask(entry.path)[21].numpy()),
+                                                  colorize_mask(read_mask(entry.path)[TARGET_FRAME].numpy()),
                                                   colorize_mask(submission[index].numpy())]
         rows.append(np.concatenate(tiles, axis=1))
     save_png(np.concatenate(rows, axis=0), path)
 
 
 def jaccard_rows(data_path: Path, predict_dir: Path, segmenter: Path) -> tuple[list[tuple[str, float]], list]:
-    """(name, frame-22 Jaccard) of the model and of the baselines on the predicted split."""
-    from evals.baselines import BASELINE_LABELS, baseline_table
-    from evals.jaccard import jaccard_score
+    """(name, frame-22 Jaccard) of the model and of the baselines, scored by evals/eval_run.py."""
+    from evals.baselines import BASELINE_LABELS, split_videos
+    from evals.eval_run import EvalSettings, evaluate_predictions
+    from evals.predictions_folder import load_predictions
     from tools.predict.segmenter_io import load_segmenter
 
-    ids = json.loads((predict_dir / "video_ids.json").read_text())
-    entries = [e for e in list_videos(data_path, ids["split"]) if e.id in set(ids["video_ids"])]
-    submission = torch.load(predict_dir / "submission.pt", weights_only=True)
-    truth = torch.stack([read_mask(e.path)[21] for e in entries])
-    rows = [("latent diffusion model (this run)", float(jaccard_score(submission, truth)))]
-    scores = baseline_table(data_path, ids["split"], segmenter=load_segmenter(segmenter),
-                            video_ids=ids["video_ids"], truth=truth)
-    rows += [(BASELINE_LABELS.get(name, name), value) for name, value in scores.items()]
-    return rows, entries
+    predictions = load_predictions(predict_dir)
+    videos = split_videos(data_path, predictions.split or "val", predictions.video_ids)
+    settings = EvalSettings(metrics=("jaccard",), progress=False)
+    report = evaluate_predictions(predictions, videos, settings, load_segmenter(segmenter))
+    rows = [("latent diffusion model (this run)", float(report["jaccard"]["score"]))]
+    rows += [(BASELINE_LABELS.get(name, name), value) for name, value in (report.get("baselines") or {}).items()]
+    return rows, videos.entries
 
 
 def write_report(run_dir: Path, data_path: Path, predict_dir: Path, segmenter: Path, steps: dict[str, DictConfig],
@@ -72,20 +68,20 @@ def write_report(run_dir: Path, data_path: Path, predict_dir: Path, segmenter: P
         f"fusion `{meta['fusion']}`, classes absent from frames 1-11 suppressed: {meta['suppress_absent']}.", "",
         "## Frame-22 Jaccard (49 classes, masks stacked as the competition scores)", "",
         "| method | Jaccard |", "|---|---|",
-        *[f"| {name} | {value:.4f} |" for name, value in rows], "",
+        *[f"| {name} | {format_number(value)} |" for name, value in rows], "",
         "![inputs, truth and prediction](figure.png)", "",
         "Figure: frames 1, 6, 11 | true frame 22 | predicted frame 22 | true mask | predicted mask.", "",
         "## Stages", "",
         "| stage | wall time | figures |", "|---|---|---|",
         f"| generate data | {_minutes(timings.get('generate'))} | (skipped when --data_path already held data) |",
         f"| segmenter | {_minutes(timings.get('segment'))} | best val Jaccard per frame "
-        f"{_fmt(max((r['jaccard'] for r in stats['segment'] if r.get('jaccard') is not None), default=None))} |",
+        f"{format_number(max((r['jaccard'] for r in stats['segment'] if r.get('jaccard') is not None), default=None))} |",
         f"| stage 1 autoencoder | {_minutes(timings.get('first_stage'))} | val reconstruction PSNR "
-        f"{_fmt(_last(stats['first_stage'], 'val', 'recon_psnr'), 2)} dB, semantic-head mask IoU "
-        f"{_fmt(_last(stats['first_stage'], 'val', 'recon_mask_iou'))} |",
+        f"{format_number(_last(stats['first_stage'], 'val', 'recon_psnr'), 2)} dB, semantic-head mask IoU "
+        f"{format_number(_last(stats['first_stage'], 'val', 'recon_mask_iou'))} |",
         f"| stage 2 diffusion | {_minutes(timings.get('ddpm'))} | last training loss "
-        f"{_fmt(_last(stats['ddpm'], 'train', 'loss'))} |",
-        f"| predict | {_minutes(timings.get('predict'))} | {_fmt(meta.get('sec_per_video'), 2)} s per video |",
+        f"{format_number(_last(stats['ddpm'], 'train', 'loss'))} |",
+        f"| predict | {_minutes(timings.get('predict'))} | {format_number(meta.get('sec_per_video'), 2)} s per video |",
         f"| total | {_minutes(timings.get('total'))} | |", "",
         "A stage that was already finished (a re-run) shows only the time to check it.",
     ]

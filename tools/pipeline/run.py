@@ -19,9 +19,6 @@ from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
 from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, run_dir_for
 
-STEPS = ("generate", "segment", "first_stage", "ddpm", "predict")
-
-
 def step_config(cfg: DictConfig, exp: str, **run_fields) -> DictConfig:
     """The config of one pipeline step: its YAML, a run section like main.py makes, its overrides."""
     step = cfg.pipeline[exp]

@@ -1,8 +1,8 @@
 """Stage-1 losses: RGB reconstruction, semantic head, latent regulariser and the GAN finetune terms.
 
 ``FirstStageLoss`` owns the discriminators (``.discriminator``, built only when ``gan.enabled``) so
-the training loop gives them their own optimizer (``discriminator_parameters()``) and may wrap
-``loss.discriminator`` in DDP. Each training step calls ``loss(...)`` for the autoencoder, then,
+the training loop gives them their own optimizer (``discriminator_parameters()``); under DDP their
+gradients are averaged by hand, since they run twice per step. Each training step calls ``loss(...)`` for the autoencoder, then,
 when ``gan_active(step)``, ``loss.discriminator_loss(...)`` for the discriminators.
 
 Latent regulariser: a small L2 penalty on the motion latents *before* tanh. It keeps them out of
@@ -81,7 +81,7 @@ def adaptive_gan_weight(reconstruction_loss: torch.Tensor, generator_loss: torch
 
 
 class Discriminators(nn.Module):
-    """The 2D frame and/or 3D clip discriminators as one module (one optimizer, one DDP wrapper)."""
+    """The 2D frame and/or 3D clip discriminators as one module (one optimizer)."""
 
     def __init__(self, gan_config: Mapping[str, Any]) -> None:
         super().__init__()
