@@ -12,6 +12,21 @@ from PIL import Image
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared (real samples, metric fixtures); the test fails, never skips, when it is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"{path} is missing: these tests need the shared folder beside the checkout "
+                    f"(../shared with data/real_samples and fixtures/)", pytrace=False)
+    return path
+
+
+@pytest.fixture
+def real_samples() -> Path:
+    """../shared/data/real_samples: 3 labeled train and 3 unlabeled real videos."""
+    return shared_path("data", "real_samples")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """The suite's tensors are tiny: one intra-op thread avoids oversubscribing a 2-core machine, which made

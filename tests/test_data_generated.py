@@ -7,6 +7,7 @@ from tests.conftest import SHARED
 from tools.data.clevrer import ClevrerDataset
 
 REAL = SHARED / "data" / "real_samples"
+pytestmark = pytest.mark.usefixtures("real_samples")  # fails loudly when ../shared is missing
 
 
 @pytest.fixture(scope="module")

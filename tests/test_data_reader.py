@@ -15,7 +15,7 @@ from tools.data.clevrer import (ClevrerDataset, list_videos, read_frames, read_m
                                 resize_mask)
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_samples"
-pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"real samples not found at {REAL}")
+pytestmark = pytest.mark.usefixtures("real_samples")  # fails loudly when ../shared is missing
 
 # CLEVR's colour hues in degrees; gray is told apart by its low saturation.
 COLOR_HUES = {"red": 0, "blue": 229, "green": 114, "brown": 28, "cyan": 180, "purple": 275, "yellow": 55}

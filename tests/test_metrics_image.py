@@ -36,7 +36,7 @@ def test_ssim_of_constant_frames():
 
 
 def test_agrees_with_torchmetrics():
-    functional = pytest.importorskip("torchmetrics.functional.image")
+    import torchmetrics.functional.image as functional  # a requirement: fail, never skip, when it is missing
     x, y = _frames(1), (_frames(1) * 0.8 + _frames(2) * 0.2)
     # torchmetrics 1.x averages its SSIM map over the whole frame, reflection-padded at the borders;
     # the standard (Wang et al., scikit-image) averages where the 11x11 window fits: crop 5 pixels.

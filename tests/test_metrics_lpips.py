@@ -10,10 +10,16 @@ import torch
 from PIL import Image
 
 from evals.lpips_metric import LPIPS
+from tests.conftest import shared_path
 from tools.core.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lpips"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"LPIPS fixtures not found at {FIXTURES}")
+needs_fixtures = pytest.mark.usefixtures("lpips_fixtures")  # fails loudly when ../shared is missing
+
+
+@pytest.fixture
+def lpips_fixtures() -> Path:
+    return shared_path("fixtures", "lpips")
 
 
 def _image(name: str) -> torch.Tensor:
@@ -62,7 +68,6 @@ def test_frozen_and_stays_in_eval_mode(alex):
     assert not alex.training and not any(p.requires_grad for p in alex.parameters())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("lpips") is None, reason="lpips package not installed")
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_linear_layers_equal_the_lpips_wheel(net):
     shipped_path = Path(importlib.util.find_spec("lpips").origin).parent / "weights" / "v0.1" / f"{net}.pth"
