@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,16 +35,36 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist; check the path (e.g. --first_model) "
                         f"or train that stage first")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint '{path}' is empty (0 bytes), e.g. from a full disk or an interrupted copy; "
+                        f"delete it or restore a numbered snapshot from the same folder")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise UserError(f"checkpoint '{path}' is unreadable or truncated ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:200]}); delete it or restore a numbered snapshot "
-                        f"from the same folder") from err
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise UserError(_not_allowed_message(path, str(err))) from None
+        raise UserError(_unreadable_message(path, err)) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise UserError(_unreadable_message(path, err)) from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise UserError(f"checkpoint '{path}' is not a checkpoint of this project (no 'model'/'step' "
                         f"entries); pass a model_last.pth written by main.py")
     return state
+
+
+def _unreadable_message(path: Path, err: Exception) -> str:
+    detail = next((line for line in str(err).splitlines() if line.strip()), "no details")  # may be empty
+    return (f"checkpoint '{path}' is unreadable or truncated ({type(err).__name__}: {detail[:200]}); "
+            f"delete it or restore a numbered snapshot from the same folder")
+
+
+def _not_allowed_message(path: Path, torch_message: str) -> str:
+    """Never repeat torch's advice to load with weights_only=False: that would run the file's code."""
+    found = re.search(r"GLOBAL ([\w.]+)", torch_message)
+    what = f" (it references {found.group(1)})" if found else ""
+    return (f"checkpoint '{path}' holds code or Python objects that are not allowed in a checkpoint{what}, so "
+            f"it was not loaded; it was not written by main.py or has been altered. Use a model_last.pth "
+            f"written by this project")
 
 
 def check_config_matches(saved: dict, current: dict, section: str, path: str | os.PathLike) -> None:

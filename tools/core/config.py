@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from tools.core.atomic import write_text_atomic
@@ -52,9 +52,13 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "--
         if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
             raise UserError(f"{source}: unknown config key '{key}'; known top-level keys: "
                             f"{', '.join(map(str, cfg.keys()))}")
+    parsed = _parse_dotlist(overrides, source)
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        _check_type(key, OmegaConf.select(cfg, key), OmegaConf.select(parsed, key), source)
     OmegaConf.set_struct(cfg, True)
     try:
-        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        merged = OmegaConf.merge(cfg, parsed)
     except ConfigKeyError as err:
         raise UserError(f"{source}: unknown config key ({err.full_key}); check the spelling") from err
     except OmegaConfBaseException as err:
@@ -64,6 +68,42 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "--
 
 
 _MISSING = object()
+
+
+def _parse_dotlist(overrides: list[str], source: str) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as err:
+        raise UserError(f"{source}: cannot parse the overrides ({str(err).splitlines()[0]})") from err
+
+
+def _kind(value: object) -> str:
+    """The type family an override must keep: a typo such as max_steps=abc must not reach int()."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, ListConfig):
+        return "a list"
+    if isinstance(value, DictConfig):
+        return "a mapping"
+    return "any"  # strings and nulls: paths and names may look like anything
+
+
+def _check_type(key: str, old: object, new: object, source: str) -> None:
+    """Refuse an override whose value cannot stand where the config has a value of another type."""
+    expected = _kind(old)
+    if expected == "any" or new is None:  # null deliberately unsets a value
+        return
+    got = _kind(new)
+    fits = (got == expected or (expected == "a number" and got == "an integer")
+            or (expected == "an integer" and got == "a number" and float(new).is_integer()))
+    if not fits:
+        example = str(old).lower() if isinstance(old, bool) else old
+        raise UserError(f"{source}: {key}={new} is not {expected} (the config has {key}: {example}); "
+                        f"pass {expected}, e.g. {key}={example}")
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
