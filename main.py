@@ -12,6 +12,8 @@ Works the same on CPU, one GPU and under `torchrun --nproc_per_node=N main.py ..
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 import torch
@@ -19,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from models import ModelConfigError
+from tools.core.atomic import disk_full_message
 from tools.core.config import apply_overrides, load_yaml
 from tools.core.errors import UserError
 from tools.core.stages import STAGES, StageNotAvailable, default_config_for, resolve_stage, run_stage
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         resolve_stage(args.exp)  # an unbuilt stage says so before any config is read
+        if args.batch_size is not None and args.batch_size < 1:  # 0 must not fall back to the config silently
+            raise UserError(f"--batch_size {args.batch_size} is not a batch size; pass 1 or more")
         return run_stage(args.exp, assemble_config(args))
     except StageNotAvailable as err:
         print(f"error: {err}", file=sys.stderr)
@@ -90,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     except torch.cuda.OutOfMemoryError as err:
         print(f"error: the GPU ran out of memory ({str(err).splitlines()[0]}); lower --batch_size or the "
               f"config's model.channels (e.g. --config_mod model.channels=64)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        where = os.path.dirname(os.path.abspath(err.filename)) if err.filename else args.results_dir
+        print(f"error: {disk_full_message(where)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

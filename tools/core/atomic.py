@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Any, Iterator
+
+from tools.core.errors import UserError
+
+TEMP_MARK = ".tmp-"
 
 
 @contextlib.contextmanager
@@ -16,12 +21,26 @@ def atomic_path(path: str | os.PathLike, prefix: str = ".") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f"{prefix}{path.name}.tmp-{os.getpid()}{path.suffix}")
+    temp = path.with_name(f"{prefix}{path.name}{TEMP_MARK}{os.getpid()}{path.suffix}")
     try:
         yield temp
         os.replace(temp, path)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:  # the old file is untouched; say where space is missing
+            raise UserError(disk_full_message(path.parent)) from None
+        raise
     finally:
         temp.unlink(missing_ok=True)
+
+
+def disk_full_message(folder: str | os.PathLike) -> str:
+    return (f"no space left on the device holding '{folder}'; the files already there are intact. Free space "
+            f"there (or pass --results_dir on another disk) and re-run the same command to continue")
+
+
+def is_temp_leftover(path: Path) -> bool:
+    """A temporary file of atomic_path (`.NAME.tmp-PID...`), e.g. left by a kill -9."""
+    return path.name.startswith(".") and TEMP_MARK in path.name
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, prefix: str = ".") -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from tools.core.atomic import write_text_atomic
+
 
 class RunLogger:
     """Writes scalars to TensorBoard and stats.jsonl, and images to TensorBoard.
@@ -21,16 +23,31 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self._writer = None
         self._stats = None
+        self._purge_step: int | None = None
         if enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def resume_at(self, step: int) -> None:
+        """Drop what a killed run logged after its checkpoint's `step`, so every step appears once."""
+        if not self.enabled:
+            return
+        path = self.run_dir / "stats.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if line.strip() and _step_of(line) <= step]
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+        self._purge_step = step + 1  # TensorBoard hides its events after the checkpoint the same way
+
+    def _open(self) -> None:
+        if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow import
 
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self._purge_step)
             self._stats = open(self.run_dir / "stats.jsonl", "a", encoding="utf-8")
 
     def log_scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
         if not self.enabled:
             return
+        self._open()
         for key, value in values.items():
             self._writer.add_scalar(f"{prefix}/{key}", value, step)
         record = {"step": step, "time": round(time.time(), 3), "split": prefix}
@@ -42,17 +59,25 @@ class RunLogger:
     def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
         """image: [3,H,W] float in [0,1] (e.g. a torchvision make_grid)."""
         if self.enabled:
+            self._open()
             self._writer.add_image(tag, image.detach().float().clamp(0, 1).cpu(), step)
 
     def flush(self) -> None:
-        if self.enabled:
+        if self.enabled and self._writer is not None:
             self._writer.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self._writer is not None:
             self._writer.close()
             self._stats.close()
-            self.enabled = False
+        self.enabled = False
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return math.inf  # a torn last line of a killed run: drop it
 
 
 def read_stats(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from tools.core.distributed import init_distributed, shutdown_distributed
+from tools.core.runs import run_dir_scope
 
 
 class StageNotAvailable(Exception):
@@ -66,6 +67,7 @@ def run_stage(exp: str, cfg: DictConfig) -> int:
     function = resolve_stage(exp)
     ctx = init_distributed(cfg.run.get("device"))
     try:
-        return int(function(cfg, ctx) or 0)
+        with run_dir_scope():
+            return int(function(cfg, ctx) or 0)
     finally:
         shutdown_distributed()
