@@ -47,11 +47,24 @@ class ResumableSampler(Sampler[int]):
         return 2**62
 
 
+def clamped_batch_size(batch_size: int, dataset_len: int, ctx: DistContext, name: str) -> int:
+    """A batch never larger than one process's share of the data: a bigger one only repeats samples within
+    the batch, and loading thousands of clips at once exhausted the memory without any message."""
+    per_rank = -(-dataset_len // ctx.world_size)
+    if batch_size <= per_rank:
+        return batch_size
+    if ctx.is_main:
+        print(f"warning: --batch_size {batch_size} is larger than the {per_rank} samples of {name} per process; "
+              f"using batch size {per_rank}")
+    return per_rank
+
+
 def make_train_loader(dataset: Dataset, batch_size: int, seed: int, ctx: DistContext,
                       start_step: int = 0, num_workers: int = 0, name: str = "training data") -> DataLoader:
     """An endless loader of per-rank batches that resumes at `start_step`."""
     if len(dataset) == 0:
         raise UserError(f"{name} is empty; check --data_path and the split names in the config")
+    batch_size = clamped_batch_size(batch_size, len(dataset), ctx, name)
     sampler = ResumableSampler(len(dataset), seed, ctx.rank, ctx.world_size,
                                start_sample=start_step * batch_size)
     # An own generator: otherwise creating the iterator draws from the global RNG, and a resumed run

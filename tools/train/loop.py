@@ -8,12 +8,13 @@ atomic checkpoints, rank-0 logging of rank-averaged scalars, and a tqdm bar.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
 import torch.distributed as dist
@@ -161,15 +162,41 @@ def resume_if_possible(task: TrainTask, cfg: DictConfig, run_dir: Path, ctx: Dis
     return int(state["step"])
 
 
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Validation and sample images draw random numbers (loaders, samplers, dropout) without moving the
+    training stream: a run validated at step N draws the same training numbers as one that was not."""
+    saved = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(saved)
+
+
+def next_batch(batches: Iterator[Any], task: TrainTask, step: int, start: int, cfg: DictConfig, run_dir: Path,
+               ctx: DistContext) -> Any:
+    """The next batch; a data error (e.g. a damaged PNG) first saves the steps trained since the checkpoint."""
+    before = capture_rng_state()
+    try:
+        return next(batches)
+    except UserError as err:
+        if ctx.distributed or step == start:  # other ranks cannot join a save now; nothing new to save
+            raise
+        restore_rng_state(before)  # the state an uninterrupted run has at this step
+        save_training_state(task, step, cfg, run_dir, ctx)
+        raise UserError(f"{err} (training stopped at step {step} and saved it in {run_dir / LAST_CHECKPOINT}; "
+                        f"re-run the same command after the fix to continue)") from None
+
+
 def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: DictConfig, run_dir: Path,
           ctx: DistContext, logger: RunLogger,
           on_log: Callable[[int, bool], dict[str, float] | None] | None = None,
-          on_images: Callable[[int], None] | None = None) -> int:
-    """Run `task` until cfg.train.max_steps (or cfg.train.max_minutes); returns the final step.
+          on_images: Callable[[int], None] | None = None, clock: Callable[[], float] = time.monotonic) -> int:
+    """Run `task` until cfg.train.max_steps (or cfg.train.max_minutes by `clock`, in seconds); the final step.
 
     make_batches(start_step) must return an endless iterator positioned at start_step.
     on_log(step, final) may return extra validation scalars (final: the last log step of this run, also when
-    train.max_minutes stops it early); on_images(step) writes sample grids.
+    train.max_minutes stops it early); on_images(step) writes sample grids. Both run with isolated RNG state.
     """
     tcfg = cfg.train
     start = resume_if_possible(task, cfg, run_dir, ctx)
@@ -179,20 +206,21 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
             print(f"{run_dir} is already trained to step {start} (train.max_steps={max_steps}); "
                   f"raise train.max_steps with --config_mod to continue")
         return start
-    deadline = time.monotonic() + 60 * float(tcfg.get("max_minutes") or math.inf)
+    logger.resume_at(start)
+    deadline = clock() + 60 * float(tcfg.get("max_minutes") or math.inf)
     batches = iter(make_batches(start))
     sums: dict[str, float] = defaultdict(float)
     count, step = 0, start
     bar = tqdm(total=max_steps, initial=start, disable=not ctx.is_main, desc=run_dir.name, dynamic_ncols=True)
     tick = time.perf_counter()
     while step < max_steps:
-        logs = task.train_step(next(batches), step)
+        logs = task.train_step(next_batch(batches, task, step, start, cfg, run_dir, ctx), step)
         step += 1
         for key, value in logs.items():
             sums[key] += float(value)
         count += 1
         bar.update(1)
-        out_of_time = _agree(time.monotonic() > deadline, ctx)
+        out_of_time = _agree(clock() > deadline, ctx)
         if step % int(tcfg.log_every) == 0 or step == max_steps or out_of_time:
             means = all_reduce_mean({k: v / count for k, v in sums.items()}, ctx)
             means["sec_per_step"] = (time.perf_counter() - tick) / count
@@ -200,14 +228,16 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
                 means["peak_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
             logger.log_scalars(step, means)
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]})
-            extra = on_log(step, step == max_steps or out_of_time) if on_log else None
+            with isolated_rng():
+                extra = on_log(step, step == max_steps or out_of_time) if on_log else None
             if extra:
                 logger.log_scalars(step, extra, prefix="val")
             sums.clear()
             count, tick = 0, time.perf_counter()
         if on_images and int(tcfg.get("image_every", 0)) > 0 and step % int(tcfg.image_every) == 0:
             if ctx.is_main:
-                on_images(step)
+                with isolated_rng():
+                    on_images(step)
         snapshot = int(tcfg.get("snapshot_every", 0)) > 0 and step % int(tcfg.snapshot_every) == 0
         if step % int(tcfg.ckpt_every) == 0 or snapshot or step == max_steps or out_of_time:
             save_training_state(task, step, cfg, run_dir, ctx, snapshot=snapshot)
