@@ -40,7 +40,20 @@ def list_videos(root: str | Path, split: str) -> list[VideoEntry]:
     folder = require_split_folder(root, split)
     video_dirs = natsorted((p for p in folder.iterdir() if p.is_dir() and VIDEO_DIR_PATTERN.match(p.name)),
                            key=lambda p: p.name)
-    return [_entry_of(video_dir) for video_dir in video_dirs]
+    entries = [_entry_of(video_dir) for video_dir in video_dirs]
+    _refuse_duplicate_ids(entries)
+    return entries
+
+
+def _refuse_duplicate_ids(entries: list[VideoEntry]) -> None:
+    """`video_0003` beside `video_3` is one id twice: a submission row could not say which video it is."""
+    seen: dict[int, Path] = {}
+    for entry in entries:
+        if entry.id in seen:
+            raise UserError(f"{entry.path} and {seen[entry.id]} have the same video id {entry.id}; a split must "
+                            f"hold each id once (folders are named video_<id> without zero padding): rename or "
+                            f"remove one of them")
+        seen[entry.id] = entry.path
 
 
 def _entry_of(video_dir: Path) -> VideoEntry:

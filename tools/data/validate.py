@@ -139,7 +139,7 @@ def check_mask(mask: np.ndarray, path: Path, n_frames: int, frame_size: tuple[in
     count = int(out_of_range.sum())
     if count and mask_mode == "error":
         raise UserError(f"{path}: {count} mask pixels have class ids above {MAX_CLASS_ID} (max {int(mask.max())}). "
-                        f"Fix the mask, or read with mask_mode='background' to map them to background (0).")
+                        f"Fix the mask (ids are 0 for background and 1..{MAX_CLASS_ID} for objects), or remove the video folder.")
     if count:
         mask = np.where(out_of_range, np.uint8(0), mask)
     return mask, count
