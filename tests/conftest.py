@@ -61,16 +61,22 @@ def write_synthetic_dataset(root: Path, seed: int = 0, splits: dict[str, int] = 
     rng = np.random.default_rng(seed)
     video_id = 0
     for split, count in splits.items():
-        for _ in range(count):
-            frames, masks = _render_video(rng)
-            folder = root / split / f"video_{video_id}"
-            folder.mkdir(parents=True)
-            n_frames = 11 if split == "hidden" else 22
-            for t in range(n_frames):
-                Image.fromarray(frames[t]).save(folder / f"image_{t}.png")
-            if split in ("train", "val"):
-                np.save(folder / "mask.npy", masks)
-            video_id += 1
+        write_synthetic_videos(root, split, range(video_id, video_id + count), rng)
+        video_id += count
+    return root
+
+
+def write_synthetic_videos(root: Path, split: str, ids, rng: np.random.Generator) -> Path:
+    """Videos with the given ids in one split (11 frames in hidden, masks in train and val)."""
+    for video_id in ids:
+        frames, masks = _render_video(rng)
+        folder = root / split / f"video_{video_id}"
+        folder.mkdir(parents=True)
+        n_frames = 11 if split == "hidden" else 22
+        for t in range(n_frames):
+            Image.fromarray(frames[t]).save(folder / f"image_{t}.png")
+        if split in ("train", "val"):
+            np.save(folder / "mask.npy", masks)
     return root
 
 

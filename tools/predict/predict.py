@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from models.identity_autoencoder import IdentityAutoencoder
@@ -30,7 +30,7 @@ from tools.core.distributed import DistContext, autocast, barrier
 from tools.core.errors import UserError
 from tools.predict.postprocess import majority_vote, present_classes, suppress_absent_logits
 from tools.predict.outputs import write_gif, write_video_pngs
-from tools.core.runs import prepare_run_dir
+from tools.core.runs import check_recorded_inputs, prepare_run_dir, run_dir_for, write_recorded_inputs
 from tools.data.stage import require_data_path
 from tools.predict.video_predictor import VideoPredictor
 
@@ -98,6 +98,17 @@ def _peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
 
 
+def sample_per_video(predictor: VideoPredictor, observed: torch.Tensor, video_ids: list[int], seed: int,
+                     targets: list[int], n_samples: int, strategy: str | None, amp) -> tuple[torch.Tensor, Any]:
+    """Each video sampled alone with a generator of its own: its frames and mask are a function of (seed, video
+    id) only, whatever batch, max_videos or resumed run it falls in."""
+    outputs = [predictor.predict(observed[b:b + 1], targets, n_samples, strategy,
+                                 torch.Generator().manual_seed(seed * 1_000_003 + video_id), amp=amp)
+               for b, video_id in enumerate(video_ids)]
+    head = None if outputs[0][1] is None else torch.cat([out[1] for out in outputs])
+    return torch.cat([out[0] for out in outputs]), head
+
+
 def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: DistContext,
                   seed: int = 42) -> dict[str, Any]:
     """Predict every video of pcfg.split into out_dir (resumable); returns the meta record written."""
@@ -127,10 +138,9 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
         items = [dataset[i] for i in todo[first:first + batch_size]]
         observed = torch.stack([item["frames"] for item in items]).to(ctx.device)  # [B,To,3,H,W] in [0,1]
         full_size = tuple(observed.shape[-2:])
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + int(items[0]["video_id"]))
         at_model_size = resize_frames(observed.flatten(0, 1), model_size).unflatten(0, observed.shape[:2])
-        rgb, head = predictor.predict(at_model_size * 2 - 1, targets, n_samples, strategy,
-                                      generator, amp=lambda: autocast(ctx, pcfg.get("amp")))
+        rgb, head = sample_per_video(predictor, at_model_size * 2 - 1, [int(item["video_id"]) for item in items],
+                                     seed, targets, n_samples, strategy, lambda: autocast(ctx, pcfg.get("amp")))
         for b, item in enumerate(items):
             with torch.no_grad():
                 scores = scorer.scores(rgb[b, :, -1], None if head is None else head[b, :, -1])
@@ -181,8 +191,29 @@ def assemble_outputs(out_dir: Path, entries: list, data_path: str, meta: dict, p
           f"'{meta['split']}' in natural order")
 
 
+# Settings that change no prediction: a re-run may change them and still reuse the finished videos.
+PRESENTATION_KEYS = ("batch_size", "max_videos", "png_videos", "gif_videos")
+
+
+def prediction_inputs(cfg: DictConfig, data_path: str) -> dict[str, Any]:
+    """What the per-video results depend on, recorded in the run folder (inputs.json)."""
+    inputs = {key: value for key, value in OmegaConf.to_container(cfg.predict, resolve=True).items()
+              if key not in PRESENTATION_KEYS}
+    for key in ("ddpm", "segmenter"):
+        if inputs.get(key):
+            inputs[key] = str(Path(str(inputs[key])).resolve())
+    return dict(inputs, seed=int(cfg.run.seed), data_path=str(Path(data_path).resolve()))
+
+
 def run(cfg: DictConfig, ctx: DistContext) -> int:
     data_path = require_data_path(cfg)
+    if int(cfg.predict.get("batch_size") or 0) < 1:
+        raise UserError(f"predict.batch_size={cfg.predict.get('batch_size')} is not a batch size; pass 1 or more")
+    inputs = prediction_inputs(cfg, data_path)
+    if ctx.is_main and not cfg.run.get("fresh"):  # --fresh moves the old results aside instead
+        check_recorded_inputs(run_dir_for(cfg.run), inputs)
     run_dir = prepare_run_dir(cfg, ctx)
+    if ctx.is_main:
+        write_recorded_inputs(run_dir, inputs)
     predict_split(cfg.predict, data_path, run_dir, ctx, int(cfg.run.seed))
     return 0
