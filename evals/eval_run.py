@@ -72,7 +72,10 @@ class EvalSettings:
 def jaccard_section(submission: torch.Tensor, truth: torch.Tensor, settings: EvalSettings) -> dict[str, Any]:
     """Competition score, mean per video, and the best and worst classes by IoU (by name)."""
     report = jaccard_report(submission, truth, device=settings.device)
-    present = [(class_name(i), float(iou)) for i, iou in enumerate(report.per_class) if not np.isnan(iou)]
+    # Only classes in the truth or the prediction: a class absent from both has no IoU to rank.
+    occurring = set(torch.unique(submission).tolist()) | set(torch.unique(truth).tolist())
+    present = [(class_name(i), float(iou)) for i, iou in enumerate(report.per_class)
+               if i in occurring and not np.isnan(iou)]
     ranked = sorted(present, key=lambda item: -item[1])
     rows = settings.per_class_rows
     return {"score": report.score, "mean_over_videos": report.mean_over_videos, "num_videos": report.num_videos,
@@ -194,14 +197,18 @@ def _rgb_sections(predictions: Predictions, videos: SplitVideos, settings: EvalS
 # ----------------------------------------------------------------------------- the stage
 
 def _data_path(cfg: DictConfig, predictions_folder: Path) -> str:
-    if cfg.run.get("data_path"):
-        return str(cfg.run.data_path)
+    """The dataset the predictions were made from; --data_path must name that same folder when given (video
+    ids of two datasets may match while their videos differ)."""
     saved = predictions_folder / "config.yaml"
     recorded = OmegaConf.select(OmegaConf.load(saved), "run.data_path") if saved.is_file() else None
-    if not recorded:
-        raise UserError("no dataset to evaluate against: pass --data_path (the folder the predictions were made "
-                        f"from); {saved} records none.")
-    return str(recorded)
+    given = cfg.run.get("data_path")
+    if given and recorded and Path(str(given)).resolve() != Path(str(recorded)).resolve():
+        raise UserError(f"--data_path {given} is not the dataset the predictions were made from ({recorded}, "
+                        f"recorded in {saved}); pass --data_path {recorded}, or predict on {given} first.")
+    if given or recorded:
+        return str(given or recorded)
+    raise UserError("no dataset to evaluate against: pass --data_path (the folder the predictions were made "
+                    f"from); {saved} records none.")
 
 
 def _split(section: DictConfig, predictions: Predictions) -> str:

@@ -27,7 +27,7 @@ LAST_CHECKPOINT = "model_last.pth"
 LOCK_FILE = ".lock"
 INPUTS_FILE = "inputs.json"
 # What a run folder holds before it holds any result: removing such a folder loses nothing.
-_NOT_RESULTS = {"config.yaml", LOCK_FILE, "stats.jsonl"}
+_NOT_RESULTS = {"config.yaml", LOCK_FILE, "stats.jsonl", INPUTS_FILE}
 
 _held_locks: set[Path] = set()
 _created_dirs: list[Path] = []
