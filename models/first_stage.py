@@ -9,8 +9,9 @@ from torch import nn
 from models import ModelConfigError
 from models.autoencoder import VideoAutoencoder
 from models.identity_autoencoder import IdentityAutoencoder
+from models.slot_autoencoder import SlotAutoencoder
 
-FIRST_STAGES = {"scene_object_motion": VideoAutoencoder, "identity": IdentityAutoencoder}
+FIRST_STAGES = {"scene_object_motion": VideoAutoencoder, "identity": IdentityAutoencoder, "slots": SlotAutoencoder}
 
 
 def build_first_stage(config: Mapping[str, Any] | DictConfig) -> nn.Module:

@@ -107,11 +107,13 @@ class GaussianDiffusion:
         model_fn: Callable[[Tensor, Tensor], Tensor],
         x0: Tensor,
         generator: torch.Generator | None = None,
+        weight: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Mean-squared error of the network's target at uniformly drawn timesteps.
 
         model_fn(x_t, t) closes over the conditioning and returns the network's parameterised output
-        (Precond.network_output); t are integer timesteps. Returns (loss, per_sample_loss, t).
+        (Precond.network_output); t are integer timesteps; weight (broadcastable to x0) restricts the mean to
+        where it is positive. Returns (loss, per_sample_loss, t).
         Noise is drawn on the generator's device, so a CPU generator gives the same draw anywhere.
         """
         t = self.sample_timesteps(x0.shape[0], generator, x0.device)
@@ -123,7 +125,11 @@ class GaussianDiffusion:
         if output.shape != x0.shape:
             raise ValueError(f"model output shape {tuple(output.shape)} != target shape {tuple(x0.shape)}")
         error = (output.float() - self.target(x0.float(), noise, t)) ** 2
-        per_sample = error.flatten(1).mean(dim=1)
+        if weight is None:
+            per_sample = error.flatten(1).mean(dim=1)
+        else:  # only where weight > 0 counts (e.g. real slots, not padding)
+            weight = weight.float().expand_as(error)
+            per_sample = (error * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1)
         return per_sample.mean(), per_sample.detach(), t
 
     def loss_by_bucket(self, t: Tensor, losses: Tensor, n: int = 4) -> dict[str, float]:

@@ -169,6 +169,10 @@ def measure_scales_once(task: DiffusionTask, stage: StageRun, make_batches) -> N
 
 
 def run(cfg: DictConfig, ctx: DistContext) -> int:
+    if cfg.model.get("backbone") == "slot_transformer":  # the object-slot route: diffusion over trajectories
+        from tools.train.slot_ddpm import run as run_slots
+
+        return run_slots(cfg, ctx)
     require_data_path(cfg)
     record = first_stage_record(cfg.run.get("first_model"), cfg)
     dataset = training_clips(cfg)

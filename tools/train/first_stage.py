@@ -169,6 +169,10 @@ def log_reconstruction(task: FirstStageTask, batch: dict, logger: RunLogger, ste
 
 
 def run(cfg: DictConfig, ctx: DistContext) -> int:
+    if cfg.model.get("type") == "slots":  # the object-slot route has its own small stage 1
+        from tools.train.slot_first_stage import run as run_slots
+
+        return run_slots(cfg, ctx)
     require_data_path(cfg)
     dataset = training_clips(cfg)
     stage = open_stage(cfg, ctx)

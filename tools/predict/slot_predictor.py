@@ -1,0 +1,145 @@
+"""Frame-22 masks through object slots: masks of frames 1-11 -> states -> N sampled futures -> masks.
+
+A slot stage-2 checkpoint is self-contained (the slot first stage's config and weights, the denoiser's EMA
+weights, the state scales), so prediction needs no training code. The samples are combined into one mask
+either by a per-pixel vote over the decoded samples (`vote`) or by decoding the mean sampled state
+(`mean_state`: presence by majority); one mask is scored, and a mode is safer than one random sample.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from models.slot_autoencoder import SlotAutoencoder
+from models.slot_transformer import SlotTransformer
+from models.slots import SlotLatents, gather_frame, last_present, mask_states
+from tools.core.checkpoint import load_checkpoint, weights_for_inference
+from tools.core.errors import UserError
+from tools.diffusion.gaussian import GaussianDiffusion
+from tools.diffusion.precond import Precond
+from tools.diffusion.samplers import sample
+from tools.diffusion.slot_frames import frame_codes, from_relative, scatter_slots, slot_condition
+from tools.diffusion.strategies import get_strategy, run_plan
+from tools.predict.first_stage_io import build_frozen_first_stage
+from tools.predict.postprocess import majority_vote
+
+COMBINES = ("vote", "mean_state")
+AmpContext = Callable[[], contextlib.AbstractContextManager]
+
+
+def build_slot_denoiser(cfg: DictConfig) -> SlotTransformer:
+    """The slot transformer from a run config's `model` section (all keys but `backbone`)."""
+    options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "backbone"}
+    try:
+        return SlotTransformer(**options)
+    except TypeError as error:
+        raise UserError(f"the model section of the slot diffusion config is invalid: {error}") from error
+
+
+def is_slot_checkpoint(state: dict) -> bool:
+    return "slot_scales" in state
+
+
+class SlotPredictor:
+    """A frozen slot first stage, the slot denoiser and its diffusion process, for sampling only."""
+
+    def __init__(self, first_stage: SlotAutoencoder, denoiser: torch.nn.Module, cfg: DictConfig,
+                 scales: Sequence[float], device: torch.device) -> None:
+        self.first_stage, self.denoiser, self.cfg, self.device = first_stage, denoiser, cfg, device
+        self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
+        self.scales = torch.tensor(list(scales), dtype=torch.float32, device=device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: torch.device) -> "SlotPredictor":
+        state = load_checkpoint(path, map_location="cpu")
+        if not is_slot_checkpoint(state):
+            raise UserError(f"'{path}' is not a slot stage-2 checkpoint; pass the model_last.pth of an "
+                            f"`--exp ddpm` run with model.backbone=slot_transformer")
+        cfg = OmegaConf.create(state["config"])
+        denoiser = build_slot_denoiser(cfg)
+        denoiser.load_state_dict(weights_for_inference(state))
+        first_stage = build_frozen_first_stage(state["first_stage"], device)
+        return cls(first_stage, denoiser.to(device).eval().requires_grad_(False), cfg, state["slot_scales"], device)
+
+    @torch.no_grad()
+    def sample_targets(self, obs: torch.Tensor, obs_idx: Sequence[int], tgt_idx: Sequence[int],
+                       slot_codes: torch.Tensor, generator: torch.Generator | None,
+                       amp: AmpContext | None = None) -> torch.Tensor:
+        """One conditional sampling run: absolute states of observed frames [B, To, 48, D] -> targets [B, Tt, 48, D]."""
+        batch = obs.shape[0]
+        rows = lambda idx: torch.tensor(list(idx), device=obs.device).expand(batch, -1)  # noqa: E731
+        keep = torch.ones(batch, len(obs_idx), dtype=torch.bool, device=obs.device)
+        cond, slots = slot_condition(obs, slot_codes, rows(obs_idx), keep, rows(tgt_idx), self.scales)
+        denoise = Precond(self.denoiser, self.diffusion).sampler_denoise(
+            cond, float(self.cfg.diffusion.get("guidance_scale", 1.0)))
+        gen_device = generator.device if generator is not None else obs.device
+        shape = (batch, len(tgt_idx), slots.shape[1], obs.shape[-1])
+        x_T = torch.randn(shape, generator=generator, device=gen_device).to(obs.device)
+        dcfg = self.cfg.diffusion
+        with (amp or contextlib.nullcontext)():
+            x0 = sample(lambda x, t: denoise(x, t).float(), x_T, self.diffusion, str(dcfg.sampler),
+                        int(dcfg.sample_steps), float(dcfg.get("eta", 0.0)), generator)
+        return scatter_slots(from_relative(x0.float(), cond.reference, self.scales), slots, cond.valid,
+                             obs.shape[2])
+
+    @torch.no_grad()
+    def sample_states(self, observed_masks: torch.Tensor, targets: Sequence[int], n_samples: int = 1,
+                      strategy: str | None = None, generator: torch.Generator | None = None,
+                      amp: AmpContext | None = None) -> torch.Tensor:
+        """Observed masks [B, To, H, W] (frames 0..To-1) -> sampled absolute states [B, N, K, 48, D]."""
+        batch, n_obs = observed_masks.shape[:2]
+        states = mask_states(observed_masks.long(), self.first_stage.num_classes)
+        codes = frame_codes(observed_masks.long(), states)
+        observed = torch.ones(batch, n_obs, dtype=torch.bool, device=states.device)
+        slot_codes = gather_frame(codes, last_present(states, observed))  # [B, 48, C]
+        states = states.repeat_interleave(n_samples, 0)
+        slot_codes = slot_codes.repeat_interleave(n_samples, 0)
+        known = {i: states[:, i] for i in range(n_obs)}
+        name = strategy or str(self.cfg.inference.strategy)
+        options = self.cfg.inference.get("strategy_options")
+        options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+        for target in targets:
+            if target in known:
+                continue
+            plan = get_strategy(name, **options).steps(n_total=max(max(targets) + 1, n_obs),
+                                                        observed=range(n_obs), target=target)
+            known = run_plan(plan, known, lambda o, t, obs: self.sample_targets(obs, o, t, slot_codes, generator, amp))
+        sampled = torch.stack([known[i] for i in targets], dim=1)
+        return sampled.reshape(batch, n_samples, *sampled.shape[1:])
+
+    def latents(self, observed_masks: torch.Tensor, observed_frames: torch.Tensor | None) -> SlotLatents:
+        """Object, colour and scene latents of the observed frames (frames [B, To, 3, H, W] in [0, 1] or None)."""
+        return self.first_stage.encode(observed_frames, observed_masks.long(), observed_masks.shape[1])
+
+    @torch.no_grad()
+    def decode_masks(self, latents: SlotLatents, states: torch.Tensor, combine: str = "vote"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled states [B, N, 48, D] of one frame -> (one mask [B, H, W] uint8, rgb of sample 0 [B, 3, H, W])."""
+        if combine not in COMBINES:
+            raise UserError(f"predict.slot_combine={combine!r} is unknown; use one of {', '.join(COMBINES)}")
+        batch, n_samples = states.shape[:2]
+        if combine == "mean_state":
+            present = (states[..., :1] > 0.5).float().mean(1) > 0.5
+            mean = states.sum(1) / (states[..., :1] > 0.5).sum(1).clamp(min=1)
+            states = (torch.cat([present.float(), mean[..., 1:]], -1) * present)[:, None]
+            n_samples = 1
+        repeat = lambda x: x.repeat_interleave(n_samples, 0)  # noqa: E731
+        expanded = SlotLatents(repeat(latents.scene), repeat(latents.objects), repeat(latents.colours),
+                               states.flatten(0, 1)[:, None], repeat(latents.known))
+        log_probs, rgb = self.first_stage.decode(expanded)
+        masks = log_probs[:, 0].argmax(1).view(batch, n_samples, *log_probs.shape[-2:])
+        voted = torch.stack([majority_vote(m) for m in masks]).to(torch.uint8)
+        return voted, rgb[:, 0].view(batch, n_samples, *rgb.shape[2:])[:, 0]
+
+    @torch.no_grad()
+    def predict(self, observed_masks: torch.Tensor, observed_frames: torch.Tensor | None, targets: Sequence[int],
+                n_samples: int = 1, strategy: str | None = None, combine: str = "vote",
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks [B, K, H, W] uint8 and RGB [B, K, 3, H, W] in [0, 1] of the target frames."""
+        sampled = self.sample_states(observed_masks, targets, n_samples, strategy, generator)
+        latents = self.latents(observed_masks, observed_frames)
+        outputs = [self.decode_masks(latents, sampled[:, :, k], combine) for k in range(len(targets))]
+        return torch.stack([o[0] for o in outputs], 1), torch.stack([o[1] for o in outputs], 1)

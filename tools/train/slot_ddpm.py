@@ -1,0 +1,170 @@
+"""`--exp ddpm` with `model.backbone: slot_transformer`: diffusion over object trajectories (slot route, stage 2).
+
+  python main.py --exp ddpm --id slots --pretrain_config configs/latent-diffusion/slots.yaml --data_path D \
+      --first_model results/first_stage_slots_CLEVRER_42/model_last.pth
+
+Trains on the cached slot trajectories of the labeled splits (tools/data/slot_cache.py): no frame is read.
+Each step draws observed/target frame sets per clip (tools/diffusion/frame_sets.py, MCVD-style masking), so
+one model predicts, interpolates and rolls out. The first stage is only needed to decode masks for validation
+and prediction; the checkpoint stores it, so it is self-contained.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from models.slots import STATE_DIM, gather_frame, last_present
+from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.core.runs import LAST_CHECKPOINT
+from tools.data.classes import TARGET_FRAME
+from tools.data.datasets import validation_clips
+from tools.data.slot_cache import slot_trajectories
+from tools.data.stage import require_data_path
+from tools.diffusion.frame_sets import gather_frames, sample_frame_sets_batch
+from tools.diffusion.gaussian import GaussianDiffusion
+from tools.diffusion.precond import Precond
+from tools.diffusion.slot_frames import measure_state_scales, pick, slot_condition, to_relative
+from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
+from tools.predict.slot_predictor import SlotPredictor, build_slot_denoiser
+from tools.train.ema import make_ema
+from tools.train.loop import StageRun, open_stage, optimizer_step, run_stage
+
+
+def draw_sets(cfg: DictConfig, batch_size: int, generator: torch.Generator):
+    fcfg = cfg.frames
+    return sample_frame_sets_batch(
+        generator, batch_size, n_frames=int(fcfg.n_frames), n_obs_max=int(fcfg.n_obs_max), n_tgt=int(fcfg.n_tgt),
+        prob_mask_cond=float(fcfg.prob_mask_cond), prob_mask_future=float(fcfg.prob_mask_future),
+        prob_competition_case=float(fcfg.prob_competition_case))
+
+
+def diffusion_inputs(batch: dict, sets: tuple, scales: torch.Tensor, device: torch.device):
+    """(SlotCond, x0 in model units [B, Tt, S, D], valid [B, S]) of a batch of trajectories and frame sets."""
+    obs_idx, tgt_idx, obs_keep = (s.to(device) for s in sets)
+    states, codes = batch["states"].to(device), batch["codes"].to(device)
+    observed = gather_frames(states, obs_idx)
+    slot_codes = gather_frame(gather_frames(codes, obs_idx), last_present(observed, obs_keep))
+    cond, slots = slot_condition(observed, slot_codes, obs_idx, obs_keep, tgt_idx, scales)
+    targets = pick(gather_frames(states, tgt_idx), slots, 2)
+    return cond, to_relative(targets, cond.reference, scales), cond.valid
+
+
+class SlotDiffusionTask:
+    """One optimisation step of the slot transformer on a batch of cached trajectories."""
+
+    def __init__(self, cfg: DictConfig, ctx: DistContext, record: dict[str, Any]) -> None:
+        self.cfg, self.ctx, self.record = cfg, ctx, record
+        self.first_stage = build_frozen_first_stage(record, ctx.device)
+        self.model = build_slot_denoiser(cfg).to(ctx.device)
+        self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
+        tcfg = cfg.train
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
+                                           weight_decay=float(tcfg.weight_decay))
+        self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
+        self.wrapped = wrap_model(self.model, ctx)
+        self.precond = Precond(self.wrapped, self.diffusion)
+        self.ema = make_ema(self.wrapped, float(tcfg.ema_decay))
+        self.scales: list[float] | None = None
+
+    def measure_scales(self, batches: list[dict]) -> None:
+        """Per-dimension scales of the relative targets, from a few batches, once per run."""
+        generator = torch.Generator().manual_seed(int(self.cfg.run.seed))
+        unit = torch.ones(STATE_DIM, device=self.ctx.device)
+        rows = []
+        for batch in batches:
+            sets = draw_sets(self.cfg, batch["states"].shape[0], generator)
+            _, x0, valid = diffusion_inputs(batch, sets, unit, self.ctx.device)
+            rows.append(x0[valid[:, None].expand(-1, x0.shape[1], -1)].cpu())
+        self.scales = measure_state_scales(torch.cat(rows))
+
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # from the saved RNG
+        sets = draw_sets(self.cfg, batch["states"].shape[0], generator)
+        scales = torch.tensor(self.scales, device=self.ctx.device)
+        cond, x0, valid = diffusion_inputs(batch, sets, scales, self.ctx.device)
+        self.model.train()
+        with autocast(self.ctx, self.cfg.train.get("amp")):
+            loss, per_sample, t = self.diffusion.training_loss(
+                lambda x, tt: self.precond.network_output(x, tt, cond), x0, generator,
+                weight=valid[:, None, :, None])
+        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
+                       float(self.cfg.train.get("grad_clip") or 0))
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return {"loss": loss.item(), **self.diffusion.loss_by_bucket(t.cpu(), per_sample.cpu())}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "slot_scales": self.scales, "first_stage": self.record}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state.get("scaler") or {})
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.scales = list(state["slot_scales"])
+
+    def predictor(self) -> SlotPredictor:
+        """A sampler over the EMA weights (a separate copy; the training weights stay untouched)."""
+        denoiser = self.ema.inference_copy(self.wrapped) if self.ema is not None else unwrap(self.model).eval()
+        return SlotPredictor(self.first_stage, denoiser, self.cfg, self.scales, self.ctx.device)
+
+
+@torch.no_grad()
+def validate(task: SlotDiffusionTask, clips: DataLoader | None) -> dict[str, float]:
+    """Frame-22 Jaccard of the sampled futures (true masks of frames 1-11, own generator: the training
+    stream is never touched)."""
+    if clips is None:
+        return {}
+    from evals.jaccard import jaccard_score
+
+    predictor = task.predictor()
+    generator = torch.Generator().manual_seed(int(task.cfg.run.seed))
+    n_obs = int(task.cfg.data.cond_frames)
+    predicted, truth = [], []
+    for batch in clips:
+        masks = batch["mask"].long().clamp(min=0)
+        mask22, _ = predictor.predict(masks[:, :n_obs], None, [TARGET_FRAME], generator=generator,
+                                      n_samples=int(task.cfg.train.get("val_samples", 1)))
+        predicted.append(mask22[:, 0])
+        truth.append(masks[:, TARGET_FRAME])
+    return {"frame22_jaccard": float(jaccard_score(torch.cat(predicted), torch.cat(truth)))}
+
+
+def measure_scales_once(task: SlotDiffusionTask, stage: StageRun, make_batches) -> None:
+    if (stage.run_dir / LAST_CHECKPOINT).exists():
+        return
+    probe = make_batches(0)
+    task.measure_scales([batch for batch, _ in zip(probe, range(int(stage.cfg.train.get("scale_batches", 8))))])
+    if stage.ctx.is_main:
+        print("slot state scales: " + ", ".join(f"{s:.4f}" for s in task.scales))
+
+
+def run(cfg: DictConfig, ctx: DistContext) -> int:
+    root = require_data_path(cfg)
+    record = first_stage_record(cfg.run.get("first_model"), cfg)
+    if record["config"]["model"].get("type") != "slots":
+        from tools.core.errors import UserError
+
+        raise UserError(f"--first_model '{cfg.run.get('first_model')}' is not a slot first stage (model.type "
+                        f"slots); train one with --pretrain_config configs/autoencoder/slots.yaml")
+    cache_dir = Path(str(cfg.run.results_dir)) / "slot_cache"
+    dataset = slot_trajectories(root, list(cfg.data.labeled_splits), cache_dir, progress=ctx.is_main)
+    stage = open_stage(cfg, ctx)
+    task = SlotDiffusionTask(cfg, ctx, record)
+    make_batches = stage.batches(dataset, "slot trajectories")
+    measure_scales_once(task, stage, make_batches)
+    val = validation_clips(cfg, int(cfg.train.get("val_clips", 8)))
+    val_loader = DataLoader(val, batch_size=min(stage.batch_size, 8)) if val is not None and len(val) else None
+    val_every = int(cfg.train.get("sample_every") or cfg.train.log_every)
+    return run_stage(stage, task, make_batches,
+                     on_log=lambda step, final: validate(task, val_loader)
+                     if ctx.is_main and (step % val_every == 0 or final) else {})
