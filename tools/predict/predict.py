@@ -27,11 +27,13 @@ from models.identity_autoencoder import IdentityAutoencoder
 from tools.core.atomic import torch_save_atomic, write_text_atomic
 from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_frames
 from tools.core.distributed import DistContext, autocast, barrier
+from tools.core.checkpoint import load_checkpoint
 from tools.core.errors import UserError
 from tools.predict.postprocess import majority_vote, present_classes, suppress_absent_logits
 from tools.predict.outputs import write_gif, write_video_pngs
 from tools.core.runs import check_recorded_inputs, prepare_run_dir, run_dir_for, write_recorded_inputs
 from tools.data.stage import require_data_path
+from tools.predict.slot_predictor import is_slot_checkpoint
 from tools.predict.video_predictor import VideoPredictor
 
 FUSIONS = ("head", "segmenter", "mean")
@@ -84,7 +86,7 @@ def frame22_mask(scores: torch.Tensor, allowed: torch.Tensor | None, size: tuple
     return majority_vote(scores.argmax(1)).to(torch.uint8)
 
 
-def _result_path(out_dir: Path, video_id: int) -> Path:
+def result_path(out_dir: Path, video_id: int) -> Path:
     return out_dir / "per_video" / f"video_{video_id}" / "result.pth"
 
 
@@ -92,7 +94,7 @@ def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
     return ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
-def _peak_memory_gib(device: torch.device) -> float:
+def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
@@ -115,6 +117,10 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
     if not pcfg.get("ddpm"):
         raise UserError("--exp predict needs predict.ddpm: the model_last.pth of an --exp ddpm run "
                         "(--config_mod predict.ddpm=results/ddpm_main_CLEVRER_42/model_last.pth)")
+    if is_slot_checkpoint(load_checkpoint(str(pcfg.ddpm), map_location="cpu")):
+        from tools.predict.slot_route import predict_split_slots  # the object-slot route
+
+        return predict_split_slots(pcfg, data_path, out_dir, ctx, seed)
     predictor = VideoPredictor.from_checkpoint(str(pcfg.ddpm), ctx.device)
     if pcfg.get("sample_steps"):
         predictor.cfg.diffusion.sample_steps = int(pcfg.sample_steps)
@@ -128,7 +134,7 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
     targets = [int(t) for t in pcfg.targets]
     dataset = ClevrerDataset(data_path, str(pcfg.split), frame_indices=range(n_obs))
     entries = dataset.entries[: pcfg.get("max_videos") or None]
-    todo = [i for i, e in enumerate(entries) if not _result_path(out_dir, e.id).exists()][ctx.rank::ctx.world_size]
+    todo = [i for i, e in enumerate(entries) if not result_path(out_dir, e.id).exists()][ctx.rank::ctx.world_size]
     model_size = (int(predictor.cfg.data.height), int(predictor.cfg.data.width))
     strategy = pcfg.get("strategy") or None
     batch_size, n_samples = int(pcfg.batch_size), int(pcfg.n_samples)
@@ -149,7 +155,7 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
                     allowed = present_classes(scorer.observed_masks(observed[b]), int(pcfg.min_observed_pixels))
                 mask = frame22_mask(scores, allowed, full_size).cpu()
             torch_save_atomic({"mask": mask, "frames": _to_uint8(rgb[b, 0])},
-                              _result_path(out_dir, int(item["video_id"])))
+                              result_path(out_dir, int(item["video_id"])))
         done += len(items)
         bar.update(len(items))
     bar.close()
@@ -157,7 +163,7 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
     elapsed = time.perf_counter() - start
     meta = {"split": str(pcfg.split), "targets": targets, "strategy": strategy or str(predictor.cfg.inference.strategy),
             "n_samples": n_samples, "sec_per_video": elapsed / done if done else None,
-            "peak_mem_gib": _peak_memory_gib(ctx.device), "ddpm_checkpoint": str(pcfg.ddpm),
+            "peak_mem_gib": peak_memory_gib(ctx.device), "ddpm_checkpoint": str(pcfg.ddpm),
             "segmenter_checkpoint": str(pcfg.segmenter) if pcfg.get("segmenter") else None,
             "fusion": scorer.fusion, "suppress_absent": bool(pcfg.suppress_absent), "videos": len(entries)}
     if ctx.is_main:
@@ -170,7 +176,7 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
 def assemble_outputs(out_dir: Path, entries: list, data_path: str, meta: dict, png_videos: int, gif_videos: int,
                      n_obs: int) -> None:
     """submission.pt, video_ids.json, frames.pt and meta.json from the per-video results, plus PNGs and GIFs."""
-    results = [torch.load(_result_path(out_dir, e.id), weights_only=True) for e in entries]
+    results = [torch.load(result_path(out_dir, e.id), weights_only=True) for e in entries]
     submission = torch.stack([r["mask"] for r in results])
     torch_save_atomic(submission, out_dir / "submission.pt")
     torch_save_atomic(torch.stack([r["frames"] for r in results]), out_dir / "frames.pt")

@@ -1,0 +1,82 @@
+"""`--exp predict` with a slot stage-2 checkpoint: masks of frames 1-11 -> object states -> frame-22 masks.
+
+The masks of frames 1-11 are the segmenter's (`predict.segmenter`), or the true ones with
+`predict.observed_masks: true` on labeled splits (to score the dynamics alone). Only classes seen in
+frames 1-11 have an object latent, so classes absent from the observed frames are suppressed by construction.
+Per-video results, resume, the submission tensor and the output files are those of tools/predict/predict.py.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from tools.core.atomic import torch_save_atomic
+from tools.core.distributed import DistContext, barrier
+from tools.core.errors import UserError
+from tools.data.clevrer import ClevrerDataset, read_mask
+from tools.predict.predict import assemble_outputs, peak_memory_gib, result_path
+from tools.predict.slot_predictor import SlotPredictor
+
+
+def observed_masks_source(pcfg: DictConfig, ctx: DistContext):
+    """A function (entry, frames [To, 3, H, W] in [0, 1]) -> class-id masks [To, H, W] of the observed frames."""
+    n_obs_frames = lambda frames: frames.shape[0]  # noqa: E731
+    if pcfg.get("observed_masks"):
+        def true_masks(entry, frames: torch.Tensor) -> torch.Tensor:
+            if not entry.has_mask:
+                raise UserError(f"predict.observed_masks=true needs true masks, but {entry.path} has no mask.npy; "
+                                f"use a labeled split or set predict.segmenter instead")
+            return read_mask(entry.path)[: n_obs_frames(frames)].long()
+        return true_masks
+    if not pcfg.get("segmenter"):
+        raise UserError("the slot route reads object states off the masks of frames 1-11: set predict.segmenter "
+                        "(a --exp segment checkpoint) or, on labeled splits, predict.observed_masks=true")
+    from tools.predict.segmenter_io import load_segmenter
+
+    segmenter = load_segmenter(str(pcfg.segmenter), ctx.device)
+    tta = bool(pcfg.get("tta", False))
+    return lambda entry, frames: segmenter.masks(frames, tta=tta).long()
+
+
+def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: DistContext,
+                        seed: int = 42) -> dict[str, Any]:
+    """Predict every video of pcfg.split into out_dir with the slot route (resumable); returns the meta record."""
+    predictor = SlotPredictor.from_checkpoint(str(pcfg.ddpm), ctx.device)
+    if pcfg.get("sample_steps"):
+        predictor.cfg.diffusion.sample_steps = int(pcfg.sample_steps)
+    masks_of = observed_masks_source(pcfg, ctx)
+    n_obs = int(predictor.cfg.data.cond_frames)
+    targets = [int(t) for t in pcfg.targets]
+    dataset = ClevrerDataset(data_path, str(pcfg.split), frame_indices=range(n_obs))
+    entries = dataset.entries[: pcfg.get("max_videos") or None]
+    todo = [i for i, e in enumerate(entries) if not result_path(out_dir, e.id).exists()][ctx.rank::ctx.world_size]
+    combine, n_samples = str(pcfg.get("slot_combine") or "vote"), int(pcfg.n_samples)
+    strategy = pcfg.get("strategy") or None
+    start = time.perf_counter()
+    for index in tqdm(todo, disable=not ctx.is_main, desc=f"predict {pcfg.split} (slots)", dynamic_ncols=True):
+        item, entry = dataset[index], dataset.entries[index]
+        frames = item["frames"].to(ctx.device)
+        observed = masks_of(entry, frames).to(ctx.device)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + int(item["video_id"]))
+        masks, rgb = predictor.predict(observed[None], frames[None], targets, n_samples, strategy, combine, generator)
+        frames_uint8 = (rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        torch_save_atomic({"mask": masks[0, -1].cpu(), "frames": frames_uint8}, result_path(out_dir, entry.id))
+    barrier(ctx)
+    elapsed = time.perf_counter() - start
+    meta = {"split": str(pcfg.split), "targets": targets, "route": "slots",
+            "strategy": strategy or str(predictor.cfg.inference.strategy), "n_samples": n_samples,
+            "slot_combine": combine, "sec_per_video": elapsed / len(todo) if todo else None,
+            "peak_mem_gib": peak_memory_gib(ctx.device), "ddpm_checkpoint": str(pcfg.ddpm),
+            "segmenter_checkpoint": str(pcfg.segmenter) if pcfg.get("segmenter") else None,
+            "observed_masks": "true" if pcfg.get("observed_masks") else "segmenter",
+            "fusion": "slots", "suppress_absent": True, "videos": len(entries)}
+    if ctx.is_main:
+        assemble_outputs(out_dir, entries, data_path, meta, int(pcfg.get("png_videos", 8)),
+                         int(pcfg.get("gif_videos", 4)), n_obs)
+    barrier(ctx)
+    return meta
