@@ -1,0 +1,122 @@
+"""Object slots: states from masks, no leak into object latents, decoding, and the slot stage 2 run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import main
+from evals.jaccard import jaccard_score
+from models.slot_autoencoder import SlotAutoencoder
+from models.slots import STATE_NAMES, mask_states
+from tools.data.clevrer import list_videos, read_frames, read_mask
+from tools.diffusion.slot_frames import from_relative, slot_condition, to_relative
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_states_of_a_rectangle_are_its_centroid_area_and_axes():
+    masks = torch.zeros(1, 40, 60, dtype=torch.uint8)
+    masks[0, 10:20, 30:50] = 7  # rows 10-19, columns 30-49
+    states = mask_states(masks)[0]
+    assert states.shape == (48, len(STATE_NAMES))
+    assert torch.count_nonzero(states[[i for i in range(48) if i != 6]]) == 0  # only class 7 (slot 6)
+    presence, cx, cy, log_area = states[6, :4].tolist()
+    assert presence == 1.0
+    assert abs(cx - ((40 / 60) * 2 - 1)) < 1e-5 and abs(cy - ((15 / 40) * 2 - 1)) < 1e-5
+    assert abs(log_area - torch.log(torch.tensor(200 / 2400)).item()) < 1e-5
+    # a uniform run of n pixels of width w has std n * w / sqrt(12): 20 columns of 2/60, 10 rows of 2/40
+    assert abs(states[6, 4].exp().item() - 20 * (2 / 60) / 12 ** 0.5) < 1e-4
+    assert abs(states[6, 6].exp().item() - 10 * (2 / 40) / 12 ** 0.5) < 1e-4
+    assert abs(states[6, 5].item()) < 1e-5     # axis-aligned: no shear
+
+
+def test_true_states_decode_real_masks_well(real_samples):
+    """Encode (objects from frames 1-11) -> decode every frame from its TRUE state; measured 0.93-0.97 per
+    frame and 0.89 at frame 22 on these videos, untrained."""
+    model = SlotAutoencoder({})
+    predicted, truth = [], []
+    for entry in list_videos(real_samples, "train"):
+        masks = read_mask(entry.path)[None].long()
+        latents = model.encode(read_frames(entry.path)[None], masks, 11)
+        with torch.no_grad():
+            log_probs, rgb = model.decode(latents, latents.states[:, [0, 10, 21]])
+        assert log_probs.shape == (1, 3, 49, 160, 240) and rgb.shape == (1, 3, 3, 160, 240)
+        predicted.append(log_probs[0].argmax(1))
+        truth.append(masks[0, [0, 10, 21]])
+    assert float(jaccard_score(torch.cat(predicted), torch.cat(truth))) > 0.85
+
+
+def test_object_latents_ignore_frames_after_the_observed_ones(real_samples):
+    entry = list_videos(real_samples, "train")[0]
+    frames, masks = read_frames(entry.path)[None], read_mask(entry.path)[None].long()
+    changed_frames, changed_masks = frames.clone(), masks.clone()
+    changed_frames[:, 11:] = torch.rand_like(changed_frames[:, 11:])
+    changed_masks[:, 11:] = torch.randint(0, 49, changed_masks[:, 11:].shape)
+    model = SlotAutoencoder({})
+    a, b = model.encode(frames, masks, 11), model.encode(changed_frames, changed_masks, 11)
+    for name in ("scene", "objects", "colours", "known"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert torch.equal(a.states[:, :11], b.states[:, :11]) and not torch.equal(a.states, b.states)
+
+
+def test_a_class_without_an_object_latent_never_appears():
+    masks = torch.zeros(1, 12, 40, 60, dtype=torch.uint8)
+    masks[0, :, 5:15, 5:15] = 3
+    masks[0, 11, 20:30, 20:40] = 9  # class 9 enters after the observed frames
+    model = SlotAutoencoder({"template_size": 12})
+    latents = model.encode(None, masks, 11)
+    assert latents.known[0, 2] and not latents.known[0, 8]
+    with torch.no_grad():
+        log_probs, _ = model.decode(latents, latents.states[:, 11:12])  # its true state says present
+    decoded = log_probs[0, 0].argmax(0)
+    assert 9 not in decoded.unique().tolist() and 3 in decoded.unique().tolist()
+
+
+def test_relative_states_round_trip_and_objects_that_leave_get_presence_minus_one():
+    states = mask_states(torch.randint(0, 4, (2, 12, 30, 40), dtype=torch.uint8))
+    states[1, 11, 1] = 0  # class 2 of clip 1 has left by the target frame
+    codes = torch.rand(2, 48, 64)
+    obs_idx, keep = torch.arange(11).expand(2, -1), torch.ones(2, 11, dtype=torch.bool)
+    scales = torch.rand(7) + 0.5
+    cond, slots = slot_condition(states[:, :11], codes, obs_idx, keep, torch.full((2, 1), 11), scales)
+    assert slots.tolist()[0][:3] == [0, 1, 2] and cond.valid.all()
+    targets = states[:, 11:12].gather(2, slots[:, None, :, None].expand(-1, 1, -1, 7))
+    relative = to_relative(targets, cond.reference, scales)
+    assert abs(relative[1, 0, 1, 0].item() * scales[0].item() + 1.0) < 1e-5
+    back = from_relative(relative, cond.reference, scales)
+    assert torch.allclose(back[0], targets[0], atol=1e-5)
+    assert torch.count_nonzero(back[1, 0, 1]) == 0
+
+
+def _slot_stage(tmp_path: Path, data: Path, exp: str, config: str, *mods: str) -> int:
+    return main.main(["--exp", exp, "--id", "t", "--data_path", str(data), "--results_dir", str(tmp_path),
+                      "--pretrain_config", str(CONFIGS / config), "--config_mod", *mods])
+
+
+def test_slot_stage2_trains_samples_and_resumes_with_the_same_step(tmp_path, synthetic_clevrer):
+    small = ["data.height=40", "data.width=60", "train.log_every=1", "train.val_clips=1", "train.batch_size=2"]
+    assert _slot_stage(tmp_path, synthetic_clevrer, "first_stage", "autoencoder/slots.yaml", *small,
+                       "train.max_steps=1", "train.val_every=1", "train.ckpt_every=1", "model.template_size=8") == 0
+    first = tmp_path / "first_stage_t_CLEVRER_42" / "model_last.pth"
+    stage2 = [*small, "model.width=32", "model.depth=1", "model.heads=2", "train.sample_every=2",
+              "train.ckpt_every=2", "train.scale_batches=1", "diffusion.sample_steps=2", "frames.n_tgt=1"]
+    args = ["--first_model", str(first)]
+    assert main.main(["--exp", "ddpm", "--id", "t", "--data_path", str(synthetic_clevrer), "--results_dir",
+                      str(tmp_path), "--pretrain_config", str(CONFIGS / "latent-diffusion/slots.yaml"), *args,
+                      "--config_mod", *stage2, "train.max_steps=2"]) == 0
+    run = tmp_path / "ddpm_t_CLEVRER_42"
+    state = torch.load(run / "model_last.pth", weights_only=True)
+    assert state["step"] == 2 and len(state["slot_scales"]) == 7
+    assert main.main(["--exp", "ddpm", "--id", "t", "--data_path", str(synthetic_clevrer), "--results_dir",
+                      str(tmp_path), "--pretrain_config", str(CONFIGS / "latent-diffusion/slots.yaml"), *args,
+                      "--config_mod", *stage2, "train.max_steps=3"]) == 0
+    assert torch.load(run / "model_last.pth", weights_only=True)["step"] == 3
+    assert main.main(["--exp", "predict", "--id", "t", "--data_path", str(synthetic_clevrer), "--results_dir",
+                      str(tmp_path), "--config_mod", f"predict.ddpm={run / 'model_last.pth'}",
+                      "predict.observed_masks=true", "predict.n_samples=2", "predict.sample_steps=2"]) == 0
+    submission = torch.load(tmp_path / "predict_t_CLEVRER_42" / "submission.pt", weights_only=True)
+    assert submission.shape == (2, 160, 240) and submission.dtype == torch.uint8
+    observed = [set(read_mask(e.path)[:11].unique().tolist()) for e in list_videos(synthetic_clevrer, "val")]
+    for mask, classes in zip(submission, observed):
+        assert set(mask.unique().tolist()) <= classes  # only classes seen in frames 1-11
