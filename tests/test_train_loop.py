@@ -3,6 +3,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import TensorDataset
 
+from tools.core.checkpoint import load_checkpoint
 from tools.core.distributed import DistContext
 from tools.data.loader import ResumableSampler, make_train_loader
 from tools.core.logger import RunLogger, read_stats
@@ -114,12 +115,15 @@ def test_sampler_shards_ranks_and_resumes():
 
 def test_time_budget_stops_early_and_marks_the_final_log(tmp_path):
     cfg = _cfg(tmp_path, 50, "budget")
-    cfg.train.max_minutes = 1e-9  # out of time after the first step
+    cfg.train.max_minutes = 1.0
     seed_everything(cfg.run.seed)
     task, run_dir = ToyTask(), prepare_run_dir(cfg, CPU)
     calls = []
     data = _dataset()
+    ticks = iter(range(0, 10_000, 25))  # an injected clock: 25 seconds pass at every reading
     step = train(task, lambda start: make_train_loader(data, 4, cfg.run.seed, CPU, start), cfg, run_dir, CPU,
-                 RunLogger(run_dir, enabled=False), on_log=lambda s, final: calls.append((s, final)))
-    assert step == 1 and calls == [(1, True)]
-    assert (run_dir / LAST_CHECKPOINT).exists(), "a time-capped run still saves where it stopped"
+                 RunLogger(run_dir, enabled=False), on_log=lambda s, final: calls.append((s, final)),
+                 clock=lambda: next(ticks))
+    # Start at 0, deadline 60: the readings after steps 1, 2, 3 are 25, 50, 75; step 3 is past the deadline.
+    assert step == 3 and calls == [(2, False), (3, True)]
+    assert load_checkpoint(run_dir / LAST_CHECKPOINT)["step"] == 3, "a time-capped run saves where it stopped"

@@ -29,7 +29,7 @@ from tools.data.datasets import training_clips, validation_clips
 from tools.data.stage import require_data_path
 from tools.train.ae_losses import FirstStageLoss, mask_iou, psnr
 from tools.train.ema import make_ema
-from tools.train.loop import open_stage, optimizer_step, run_stage
+from tools.train.loop import isolated_rng, open_stage, optimizer_step, run_stage
 from tools.train.visuals import video_grid
 
 
@@ -63,6 +63,11 @@ class FirstStageTask:
         self.cfg, self.ctx = cfg, ctx
         self.model = build_first_stage(cfg).to(ctx.device)
         self.loss = FirstStageLoss(cfg.loss).to(ctx.device)
+        if float(self.loss.config["lpips_weight"]) > 0:
+            # Built now rather than at the first step, with its random init kept off the training stream:
+            # otherwise a resumed process draws that init once more and its RNG stream diverges.
+            with isolated_rng():
+                self.loss.perceptual()
         tcfg = cfg.train
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
                                            weight_decay=float(tcfg.weight_decay))
