@@ -79,8 +79,8 @@ class SlotTrajectories(Dataset):
                 "video_id": torch.tensor(self.video_ids[index])}
 
 
-def slot_trajectories(root: str | Path, splits: list[str], cache_dir: str | Path, progress: bool = True
+def slot_trajectories(sources: list[tuple[str | Path, str]], cache_dir: str | Path, progress: bool = True
                       ) -> SlotTrajectories:
-    """The cached trajectories of `splits` (building what is missing)."""
-    return SlotTrajectories([build_slot_cache(root, split, cache_dir, progress) for split in splits])
-
+    """The cached trajectories of (dataset root, split) pairs (building what is missing). A masks-only
+    dataset (mask.npy without frames, `--exp generate` with masks_only) is a valid source."""
+    return SlotTrajectories([build_slot_cache(root, split, cache_dir, progress) for root, split in sources])

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from models.slots import STATE_DIM, gather_frame, last_present
 from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.core.errors import UserError
 from tools.core.runs import LAST_CHECKPOINT
 from tools.data.classes import TARGET_FRAME
 from tools.data.datasets import validation_clips
@@ -148,16 +149,28 @@ def measure_scales_once(task: SlotDiffusionTask, stage: StageRun, make_batches) 
         print("slot state scales: " + ", ".join(f"{s:.4f}" for s in task.scales))
 
 
+def trajectory_sources(cfg: DictConfig, root: str) -> list[tuple[str, str]]:
+    """(root, split) pairs to train on: the labeled splits of --data_path, plus data.trajectory_path's
+    data.trajectory_splits (e.g. thousands of masks-only generated videos)."""
+    sources = [(root, str(split)) for split in cfg.data.labeled_splits]
+    extra = cfg.data.get("trajectory_path")
+    if extra:
+        if not Path(str(extra)).is_dir():
+            raise UserError(f"data.trajectory_path '{extra}' does not exist; generate it with `python main.py --exp "
+                            f"generate --data_path {extra} --config_mod masks_only=true counts.train=2000 "
+                            f"counts.val=0 counts.hidden=0` or set it to null")
+        sources += [(str(extra), str(split)) for split in cfg.data.get("trajectory_splits") or ["train"]]
+    return sources
+
+
 def run(cfg: DictConfig, ctx: DistContext) -> int:
     root = require_data_path(cfg)
     record = first_stage_record(cfg.run.get("first_model"), cfg)
     if record["config"]["model"].get("type") != "slots":
-        from tools.core.errors import UserError
-
         raise UserError(f"--first_model '{cfg.run.get('first_model')}' is not a slot first stage (model.type "
                         f"slots); train one with --pretrain_config configs/autoencoder/slots.yaml")
     cache_dir = Path(str(cfg.run.results_dir)) / "slot_cache"
-    dataset = slot_trajectories(root, list(cfg.data.labeled_splits), cache_dir, progress=ctx.is_main)
+    dataset = slot_trajectories(trajectory_sources(cfg, root), cache_dir, progress=ctx.is_main)
     stage = open_stage(cfg, ctx)
     task = SlotDiffusionTask(cfg, ctx, record)
     make_batches = stage.batches(dataset, "slot trajectories")
