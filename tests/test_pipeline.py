@@ -1,8 +1,14 @@
 """`--exp pipeline` end to end on the tiny synthetic dataset with a seconds-sized config: it trains every
 stage, predicts the val split and writes report.md with the model's and the baselines' frame-22 Jaccard."""
+import json
 import re
+from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
 from omegaconf import OmegaConf
+from torchmetrics import JaccardIndex
 
 import main
 from tests.conftest import TINY_DDPM
@@ -32,6 +38,28 @@ def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_
     for row in ["latent diffusion model", "copy frame 11 (true masks)", "segment the true frame 22"]:
         assert re.search(rf"\| {re.escape(row)}[^|]* \| [01]\.\d{{4}} \|", report), row
     assert (run_dir / "figure.png").stat().st_size > 0
+    _assert_report_scores_are_recomputable(report, synthetic_clevrer, tmp_path / "results")
     for stage in ["segment", "first_stage", "ddpm", "predict"]:
         assert (tmp_path / "results" / f"{stage}_pipeline_main_CLEVRER_42").is_dir()
     assert main.main(args) == 0, "a re-run resumes every finished stage and rewrites the report"
+
+
+def _report_value(report: str, row: str) -> float:
+    return float(re.search(rf"\| {re.escape(row)}[^|]* \| ([01]\.\d{{4}}) \|", report).group(1))
+
+
+def _assert_report_scores_are_recomputable(report: str, data: Path, results: Path) -> None:
+    """The report's Jaccard rows, recomputed here from submission.pt and the true masks with torchmetrics."""
+    predict_dir = results / "predict_pipeline_main_CLEVRER_42"
+    submission = torch.load(predict_dir / "submission.pt")
+    ids = json.loads((predict_dir / "video_ids.json").read_text())["video_ids"]
+    masks = torch.stack([torch.from_numpy(np.load(data / "val" / f"video_{i}" / "mask.npy")).long() for i in ids])
+    assert len(ids) == len(submission) > 1
+
+    def jaccard(pred: torch.Tensor) -> float:
+        metric = JaccardIndex(task="multiclass", num_classes=49)
+        metric.update(pred.long(), masks[:, 21])
+        return float(metric.compute())
+
+    assert _report_value(report, "latent diffusion model") == pytest.approx(jaccard(submission), abs=5e-5)
+    assert _report_value(report, "copy frame 11 (true masks)") == pytest.approx(jaccard(masks[:, 10]), abs=5e-5)
