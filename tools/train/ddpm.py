@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.denoiser import DenoiserCond
-from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.core.distributed import DistContext, all_reduce_mean, autocast, make_grad_scaler, unwrap, wrap_model
 from tools.core.logger import RunLogger
 from tools.core.runs import LAST_CHECKPOINT
 from tools.data.datasets import training_clips, validation_clips
@@ -164,6 +164,9 @@ def measure_scales_once(task: DiffusionTask, stage: StageRun, make_batches) -> N
         return
     probe = make_batches(0)
     task.measure_scales([batch for batch, _ in zip(probe, range(int(stage.cfg.train.get("scale_batches", 4))))])
+    # One set of factors for all ranks (each measured its own shard): the checkpoint keeps one, and a resumed
+    # rank must scale its latents exactly as it did before the interruption.
+    task.scales = LatentScales(**all_reduce_mean(vars(task.scales), stage.ctx))
     if stage.ctx.is_main:
         print(f"latent scale factors: motion {task.scales.motion:.4f}, static {task.scales.static:.4f}")
 
