@@ -18,7 +18,7 @@ from tools.core.errors import UserError
 from tools.core.logger import RunLogger, read_stats
 from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir
 from tools.data.loader import ResumableSampler, make_train_loader
-from tools.train.loop import seed_everything, train
+from tools.train.loop import seed_everything, train, worker_error_message
 
 UNALIGNED = ["train.log_every=1", "train.ckpt_every=3"]
 
@@ -165,3 +165,10 @@ def test_data_error_saves_the_steps_since_the_last_checkpoint(tmp_path):
     assert load_checkpoint(run_dir / LAST_CHECKPOINT)["step"] == 4
     resumed, _ = _toy_run(tmp_path, 10, "damaged")  # the file repaired: resume to the end
     assert_bitwise_equal(straight.state_dict(), resumed.state_dict())
+
+
+def test_a_data_loader_worker_error_is_one_line():
+    wrapped = UserError("Caught UserError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1, in f\ntools.core.errors.UserError: a/image_3.png: corrupt\n")
+    assert worker_error_message(wrapped) == "a/image_3.png: corrupt"
+    assert worker_error_message(UserError("plain: message")) == "plain: message"

@@ -180,12 +180,22 @@ def next_batch(batches: Iterator[Any], task: TrainTask, step: int, start: int, c
     try:
         return next(batches)
     except UserError as err:
+        message = worker_error_message(err)
         if ctx.distributed or step == start:  # other ranks cannot join a save now; nothing new to save
-            raise
+            raise UserError(message) from None
         restore_rng_state(before)  # the state an uninterrupted run has at this step
         save_training_state(task, step, cfg, run_dir, ctx)
-        raise UserError(f"{err} (training stopped at step {step} and saved it in {run_dir / LAST_CHECKPOINT}; "
+        raise UserError(f"{message} (training stopped at step {step} and saved it in {run_dir / LAST_CHECKPOINT}; "
                         f"re-run the same command after the fix to continue)") from None
+
+
+def worker_error_message(err: UserError) -> str:
+    """The user's one line: a DataLoader worker re-raises a UserError with the worker's traceback around it."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split("UserError: ", 1)[-1]
 
 
 def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: DictConfig, run_dir: Path,
