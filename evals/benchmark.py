@@ -1,9 +1,13 @@
 #!/usr/bin/env python
 """One command, one markdown table: frame-22 quality, speed and memory of trained runs on a split.
 
-    python evals/benchmark.py --data_path D --ddpm results/ddpm_main_CLEVRER_42/model_last.pth \\
-        --segmenter results/segment_main_CLEVRER_42/model_best.pth --strategies direct skip \\
-        [--pixel_ddpm results/ddpm_pixel_CLEVRER_42/model_last.pth] [--fvd] [--max_videos 100]
+    python evals/benchmark.py --data_path D --slot_ddpm results/ddpm_slots_CLEVRER_42/model_last.pth \\
+        --ddpm results/ddpm_main_CLEVRER_42/model_last.pth --segmenter results/segment_main_CLEVRER_42/model_best.pth \\
+        --strategies direct skip [--pixel_ddpm results/ddpm_pixel_CLEVRER_42/model_last.pth] [--fvd] [--max_videos 100]
+
+Slot-route rows (--slot_ddpm): the dynamics alone (true masks of frames 1-11, on labeled splits) and end to end
+(segmenter masks of frames 1-11). Grid-latent rows (--ddpm) and the pixel-space model (--pixel_ddpm) follow.
+Use the same --n_samples and --sample_steps for every row to compare sampling time at equal sampler steps.
 
 For each inference strategy (and the pixel-space model when given) it runs `--exp predict`'s
 predict_split into <out>_runs/<label>/ and scores it with `--exp eval`'s metrics: frame-22 Jaccard,
@@ -51,7 +55,8 @@ STEP_TIME_RECORDS = 5
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_path", required=True, help="dataset root (train/ val/ unlabeled/ hidden/)")
-    parser.add_argument("--ddpm", required=True, help="model_last.pth of an --exp ddpm run (latent model)")
+    parser.add_argument("--ddpm", default=None, help="model_last.pth of an --exp ddpm run (grid-latent model)")
+    parser.add_argument("--slot_ddpm", default=None, help="model_last.pth of a slot --exp ddpm run (slot route)")
     parser.add_argument("--pixel_ddpm", default=None, help="model_last.pth of a pixel-space --exp ddpm run")
     parser.add_argument("--segmenter", default=None, help="model_best.pth of --exp segment (mask fusion, baselines)")
     parser.add_argument("--strategies", nargs="+", default=["direct"],
@@ -74,6 +79,7 @@ class Row:
     label: str
     ddpm: str
     strategy: str
+    observed_masks: bool = False  # slot route: the true masks of frames 1-11 instead of the segmenter's
 
     @property
     def folder_name(self) -> str:
@@ -90,7 +96,7 @@ def train_sec_per_step(checkpoint: str | Path) -> float | None:
 def predict_config(args: argparse.Namespace, row: Row, targets: list[int]):
     pcfg = load_yaml(args.predict_config).predict
     pcfg.ddpm, pcfg.segmenter, pcfg.split, pcfg.strategy = row.ddpm, args.segmenter, args.split, row.strategy
-    pcfg.targets, pcfg.max_videos = targets, args.max_videos
+    pcfg.targets, pcfg.max_videos, pcfg.observed_masks = targets, args.max_videos, row.observed_masks
     pcfg.png_videos, pcfg.gif_videos = 0, 0
     for key in ("n_samples", "sample_steps", "batch_size"):
         if getattr(args, key) is not None:
@@ -154,6 +160,18 @@ def markdown_table(results: list[dict], baselines: dict[str, float], context: di
     return "\n".join(lines) + "\n"
 
 
+def benchmark_rows(args: argparse.Namespace) -> list[Row]:
+    """Slot route (dynamics alone, then end to end when a segmenter is given), then the grid-latent model."""
+    rows = []
+    if args.slot_ddpm:
+        rows.append(Row("slots, true masks of frames 1-11", args.slot_ddpm, args.strategies[0], observed_masks=True))
+        if args.segmenter:
+            rows.append(Row("slots, segmenter masks of frames 1-11", args.slot_ddpm, args.strategies[0]))
+    if args.ddpm:
+        rows += [Row(f"grid latent {s}", args.ddpm, s) for s in args.strategies]
+    return rows
+
+
 def benchmark(args: argparse.Namespace) -> str:
     """Run every row and the baselines; write <out> (markdown) and <out>.json; return the markdown."""
     ctx = init_distributed(args.device)
@@ -164,13 +182,15 @@ def benchmark(args: argparse.Namespace) -> str:
     truth = frame22_truth(videos)
     if truth is None:
         raise UserError(f"--split {args.split}: it has no true frame-22 masks to score against; use val.")
-    for checkpoint in filter(None, (args.ddpm, args.pixel_ddpm, args.segmenter)):
+    if not (args.ddpm or args.slot_ddpm or args.pixel_ddpm):
+        raise UserError("nothing to benchmark: pass --slot_ddpm, --ddpm and/or --pixel_ddpm (model_last.pth files).")
+    for checkpoint in filter(None, (args.ddpm, args.slot_ddpm, args.pixel_ddpm, args.segmenter)):
         if not Path(checkpoint).is_file():
             raise UserError(f"checkpoint '{checkpoint}' does not exist; pass the path of a trained run's .pth file.")
     if args.pixel_ddpm and not args.segmenter:
         raise UserError("--pixel_ddpm needs --segmenter: a pixel-space model has no semantic head to give masks.")
     settings = EvalSettings(device=ctx.device, fvd_cache_dir=out.parent / "fvd_cache")
-    rows = [Row(f"latent {s}", args.ddpm, s) for s in args.strategies]
+    rows = benchmark_rows(args)
     if args.pixel_ddpm:
         rows.append(Row("pixel (MCVD-style)", args.pixel_ddpm, args.strategies[0]))
     results = [benchmark_row(args, row, runs_dir, settings, ctx)

@@ -5,8 +5,13 @@ Every state is expressed relative to the slot's reference: its state in the last
 present. Observed tokens carry (observed state - reference, reference); target tokens carry (noisy target,
 reference). A token also gets its class embedding (identity: shape, material and colour), its object code
 (the class's small mask template), its frame-index embedding and a kind flag; target tokens get the noise
-level. Attention is full over a clip's tokens (at most ~10 objects x 13 frames here), with padding masks for
-slots a clip does not have and for observed frames that are masked or where the object is not visible.
+level. Padding masks cover slots a clip does not have and observed frames that are masked or where the object
+is not visible.
+
+Two stacks, so sampling stays cheap: a context encoder attends over the observed (frame, slot) tokens (full
+attention: objects interact, frames of a slot form its trajectory) and pools each slot's tokens into one
+summary; the denoiser attends over the slot summaries and the target (frame, slot) tokens. The context does
+not depend on the noise, so a sampler computes it once per run (`SlotCond.context`) instead of once per step.
 """
 from __future__ import annotations
 
@@ -34,13 +39,14 @@ class SlotCond:
     classes: Tensor      # [B, S] long class ids (1..48)
     codes: Tensor        # [B, S, C] object codes
     valid: Tensor        # [B, S] bool: a real slot (else padding)
+    context: Tensor | None = None  # [B, S, W] slot summaries of the context encoder, once computed
 
     def unconditional(self) -> "SlotCond":
         """Every observed frame masked (the unconditional branch of classifier-free guidance)."""
-        return replace(self, obs_keep=torch.zeros_like(self.obs_keep))
+        return replace(self, obs_keep=torch.zeros_like(self.obs_keep), context=None)
 
     def to(self, device: torch.device) -> "SlotCond":
-        return SlotCond(**{k: v.to(device) for k, v in vars(self).items()})
+        return SlotCond(**{k: (None if v is None else v.to(device)) for k, v in vars(self).items()})
 
 
 def sinusoidal(values: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -51,11 +57,17 @@ def sinusoidal(values: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def _encoder(width: int, heads: int, depth: int, dropout: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, activation="gelu", batch_first=True,
+                                       norm_first=True)
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
 class SlotTransformer(nn.Module):
     """(noisy target states [B, Tt, S, D], noise level [B], SlotCond) -> the parameterised output [B, Tt, S, D]."""
 
-    def __init__(self, state_dim: int = 7, code_dim: int = 64, width: int = 128, depth: int = 4, heads: int = 4,
-                 num_classes: int = 49, dropout: float = 0.0) -> None:
+    def __init__(self, state_dim: int = 7, code_dim: int = 64, width: int = 128, depth: int = 4,
+                 context_depth: int = 2, heads: int = 4, num_classes: int = 49, dropout: float = 0.0) -> None:
         super().__init__()
         if width % heads or width % 2:
             raise ModelConfigError(f"model.width={width} must be even and divisible by model.heads={heads}")
@@ -67,9 +79,8 @@ class SlotTransformer(nn.Module):
         self.kind_embedding = nn.Embedding(2, width)
         self.frame_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.noise_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.context_blocks = _encoder(width, heads, context_depth, dropout)
+        self.blocks = _encoder(width, heads, depth, dropout)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, state_dim))
         nn.init.zeros_(self.head[1].weight)  # starts predicting zero: a calm start for eps and v alike
         nn.init.zeros_(self.head[1].bias)
@@ -78,26 +89,36 @@ class SlotTransformer(nn.Module):
         return self.class_embedding(cond.classes) + self.code_in(cond.codes.float())  # [B, S, W]
 
     def _frame_features(self, index: Tensor, kind: int) -> Tensor:
-        kind_vector = self.kind_embedding.weight[kind]
-        return self.frame_mlp(sinusoidal(index, self.width)) + kind_vector  # [B, T, W]
+        return self.frame_mlp(sinusoidal(index, self.width)) + self.kind_embedding.weight[kind]  # [B, T, W]
+
+    def encode_context(self, cond: SlotCond) -> Tensor:
+        """Slot summaries [B, S, W] of the observed tokens (independent of the noise: computed once per run)."""
+        batch, n_obs, slots, _ = cond.obs.shape
+        reference = cond.reference[:, None].float()
+        tokens = (self.observed_in(torch.cat([cond.obs.float(), reference.expand_as(cond.obs)], -1))
+                  + self._slot_features(cond)[:, None] + self._frame_features(cond.obs_idx, OBSERVED)[:, :, None])
+        seen = cond.obs_keep[:, :, None] & cond.obs_visible & cond.valid[:, None]  # [B, To, S]
+        padding = (~seen).reshape(batch, -1).clone()
+        padding[:, 0] = False  # a clip with nothing observed would otherwise attend to nothing (NaN)
+        hidden = self.context_blocks(tokens.reshape(batch, -1, self.width), src_key_padding_mask=padding)
+        weights = seen.float().reshape(batch, n_obs, slots, 1)
+        pooled = (hidden.reshape(batch, n_obs, slots, -1) * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return pooled + self._slot_features(cond) + self.observed_in(torch.cat([torch.zeros_like(
+            cond.reference), cond.reference], -1).float())
 
     def forward(self, x_noisy: Tensor, noise_level: Tensor, cond: SlotCond) -> Tensor:
         batch, n_tgt, slots, dim = x_noisy.shape
         if dim != self.state_dim or cond.obs.shape[2] != slots:
             raise ValueError(f"x_noisy [B,Tt,S,{self.state_dim}] and cond.obs [B,To,S,D] must agree; got "
                              f"{tuple(x_noisy.shape)} and {tuple(cond.obs.shape)}")
-        slot = self._slot_features(cond)[:, None]
+        context = cond.context if cond.context is not None else self.encode_context(cond)
         reference = cond.reference[:, None].float()
-        observed = (self.observed_in(torch.cat([cond.obs.float(), reference.expand_as(cond.obs)], -1))
-                    + slot + self._frame_features(cond.obs_idx, OBSERVED)[:, :, None])
         noise = self.noise_mlp(sinusoidal(noise_level, self.width))[:, None, None]
         target = (self.target_in(torch.cat([x_noisy.float(), reference.expand_as(x_noisy)], -1))
-                  + slot + self._frame_features(cond.tgt_idx, TARGET)[:, :, None] + noise)
-        tokens = torch.cat([observed, target], 1).reshape(batch, -1, self.width)
-        hidden = (cond.obs_keep[:, :, None] & cond.obs_visible & cond.valid[:, None]).logical_not()
-        hidden_target = cond.valid.logical_not()[:, None].expand(batch, n_tgt, slots).clone()
-        hidden_target[:, 0, 0] = False  # a clip without slots would otherwise attend to nothing (NaN)
-        padding = torch.cat([hidden, hidden_target], 1).reshape(batch, -1)
-        out = self.blocks(tokens, src_key_padding_mask=padding)
-        out = out.reshape(batch, -1, slots, self.width)[:, -n_tgt:]
-        return self.head(out).to(x_noisy.dtype)
+                  + self._slot_features(cond)[:, None] + self._frame_features(cond.tgt_idx, TARGET)[:, :, None] + noise)
+        tokens = torch.cat([context, target.reshape(batch, -1, self.width)], 1)
+        absent = ~cond.valid
+        padding = torch.cat([absent, absent[:, None].expand(batch, n_tgt, slots).reshape(batch, -1)], 1).clone()
+        padding[:, 0] = False  # a clip without slots would otherwise attend to nothing (NaN)
+        out = self.blocks(tokens, src_key_padding_mask=padding)[:, slots:]
+        return self.head(out.reshape(batch, n_tgt, slots, self.width)).to(x_noisy.dtype)

@@ -8,6 +8,7 @@ either by a per-pixel vote over the decoded samples (`vote`) or by decoding the 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import torch
@@ -73,6 +74,7 @@ class SlotPredictor:
         rows = lambda idx: torch.tensor(list(idx), device=obs.device).expand(batch, -1)  # noqa: E731
         keep = torch.ones(batch, len(obs_idx), dtype=torch.bool, device=obs.device)
         cond, slots = slot_condition(obs, slot_codes, rows(obs_idx), keep, rows(tgt_idx), self.scales)
+        cond = replace(cond, context=self.denoiser.encode_context(cond))  # once per run, not per step
         denoise = Precond(self.denoiser, self.diffusion).sampler_denoise(
             cond, float(self.cfg.diffusion.get("guidance_scale", 1.0)))
         gen_device = generator.device if generator is not None else obs.device
