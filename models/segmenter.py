@@ -4,6 +4,15 @@
 in, class logits at the same size out. Normalisation and the padding to a multiple of 32 (2**encoder_depth)
 that smp's encoders need happen inside, so callers never think about them. Pretrained weights are never downloaded
 by default (the competition forbids them); tools/predict/segmenter_io.py loads trained or local weights.
+
+Two output heads (`model.head`):
+- `flat`: 49 class logits.
+- `factorised`: per pixel an objectness logit and shape, material and colour logits; the 49 class scores are the
+  composed log-probabilities `log p(bg)` and `log p(fg) + log p(shape) + log p(material) + log p(colour)`, so
+  every class shares statistics with the others (a rare "purple metal cylinder" learns from all purple, all
+  metal and all cylinder pixels). Which (shape, material, colour) each class is comes in as `class_factors`
+  (from tools/data/classes.py, passed by tools/predict/segmenter_io.build_task_segmenter): this module stays
+  free of task constants.
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ from models import ModelConfigError
 
 
 ARCHITECTURES = ("unet", "unetplusplus")
+HEADS = ("flat", "factorised")
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 # ImageNet statistics: the convention smp encoders (and any local ResNet weights) were built around.
 _MEAN = (0.485, 0.456, 0.406)
@@ -24,19 +34,23 @@ _STD = (0.229, 0.224, 0.225)
 
 
 class Segmenter(nn.Module):
-    """RGB frames [N, 3, H, W] in [0, 1] -> class logits [N, classes, H, W]."""
+    """RGB frames [N, 3, H, W] in [0, 1] -> class scores [N, classes, H, W] (logits, or log-probabilities when
+    the head is factorised)."""
 
     def __init__(self, arch: str = "unet", encoder: str = "resnet18", classes: int = 49,
                  encoder_weights: str | None = None,
-                 encoder_depth: int = 5, decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS) -> None:
+                 encoder_depth: int = 5, decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
+                 head: str = "flat", class_factors: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         self.classes = int(classes)
         if len(decoder_channels) != int(encoder_depth):
-            raise ModelConfigError(f"model.decoder_channels {list(decoder_channels)} needs one entry per encoder stage "
+            raise ValueError(f"model.decoder_channels {list(decoder_channels)} needs one entry per encoder stage "
                             f"(model.encoder_depth={encoder_depth})")
+        self.head = FactorisedHead(class_factors, self.classes) if _head_name(head) == "factorised" else None
+        out_channels = self.head.channels if self.head is not None else self.classes
         # The encoder halves the resolution encoder_depth times, so inputs are padded to this multiple.
         self.size_multiple = 2 ** int(encoder_depth)
-        self.net = _build_smp_network(arch, encoder, self.classes, encoder_weights, int(encoder_depth),
+        self.net = _build_smp_network(arch, encoder, out_channels, encoder_weights, int(encoder_depth),
                                       tuple(int(c) for c in decoder_channels))
         _drop_unused_resnet_stages(self.net.encoder, int(encoder_depth))
         # Not persistent: they are constants, so checkpoints hold only learned state.
@@ -45,8 +59,13 @@ class Segmenter(nn.Module):
         # The (H, W) the network was trained at; load_segmenter fills it from the checkpoint's config.
         self.trained_size: tuple[int, int] | None = None
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Logits for frames of any size (padded to a multiple of 2**encoder_depth inside, cropped back)."""
+    def forward(self, rgb: torch.Tensor, with_factors: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Class scores for frames of any size (padded to a multiple of 2**encoder_depth inside, cropped back).
+
+        with_factors: also return the factorised head's raw logits {'objectness', 'shape', 'material', 'colour'}
+        (empty for the flat head), which its loss needs; an argument of forward so DDP sees the whole graph.
+        """
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise ValueError(f"Segmenter expects RGB frames [N, 3, H, W]; got shape {tuple(rgb.shape)}")
         height, width = rgb.shape[-2:]
@@ -56,7 +75,12 @@ class Segmenter(nn.Module):
         if pad_h or pad_w:
             # Replicate rather than zero-pad: a black border would look like a (dark) object edge.
             normalised = F.pad(normalised, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.net(normalised)[..., :height, :width]
+        raw = self.net(normalised)[..., :height, :width]
+        if self.head is None:
+            return (raw, {}) if with_factors else raw
+        factors = self.head.split(raw)
+        scores = self.head.compose(factors)
+        return (scores, factors) if with_factors else scores
 
     def segment(self, rgb: torch.Tensor, tta: bool = False, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Class scores [N, classes, H, W] at the input's resolution.
@@ -93,6 +117,53 @@ class Segmenter(nn.Module):
         return torch.cat(masks) if masks else torch.zeros(0, *rgb.shape[-2:], dtype=torch.uint8)
 
 
+def _head_name(head: str) -> str:
+    key = str(head).lower().replace("factorized", "factorised")
+    if key not in HEADS:
+        raise ValueError(f"model.head={head!r} is not supported; use one of {HEADS}")
+    return key
+
+
+class FactorisedHead(nn.Module):
+    """Splits the network's channels into objectness (1), shape, material and colour logits and composes the
+    class log-probabilities from them.
+
+    class_factors[k] is the (shape, material, colour) index triple of object class k + 1; class 0 is background.
+    """
+
+    FACTORS = ("shape", "material", "colour")
+
+    def __init__(self, class_factors: Sequence[Sequence[int]] | None, classes: int) -> None:
+        super().__init__()
+        if class_factors is None or len(class_factors) != classes - 1:
+            raise ValueError(f"model.head=factorised needs the (shape, material, colour) of each of the "
+                             f"{classes - 1} object classes; got {None if class_factors is None else len(class_factors)}")
+        table = torch.tensor([list(map(int, triple)) for triple in class_factors], dtype=torch.long)
+        if table.ndim != 2 or table.shape[1] != 3 or int(table.min()) < 0:
+            raise ValueError("class_factors must hold one non-negative (shape, material, colour) triple per class")
+        self.sizes = tuple(int(n) for n in (table.max(0).values + 1).tolist())
+        self.channels = 1 + sum(self.sizes)
+        # Row k of `composition` picks class k+1's shape, material and colour among the concatenated factor
+        # log-probabilities: composing is then one 1x1 convolution (an index_select's backward, index_add,
+        # was a fifth of a CPU training step).
+        offsets = torch.tensor([0, self.sizes[0], self.sizes[0] + self.sizes[1]])
+        composition = torch.zeros(len(table), sum(self.sizes))
+        composition.scatter_(1, table + offsets, 1.0)
+        self.register_buffer("composition", composition.view(len(table), -1, 1, 1), persistent=False)
+
+    def split(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Raw network output [N, channels, H, W] -> {'objectness' [N,1,H,W], 'shape', 'material', 'colour'}."""
+        parts = torch.split(raw, [1, *self.sizes], dim=1)
+        return dict(zip(("objectness", *self.FACTORS), parts))
+
+    def compose(self, factors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class log-probabilities [N, classes, H, W]: they normalise over the classes by construction."""
+        objectness = factors["objectness"].float()
+        log_p = torch.cat([factors[name].float().log_softmax(1) for name in self.FACTORS], dim=1)
+        objects = F.logsigmoid(objectness) + F.conv2d(log_p, self.composition.to(log_p.dtype))
+        return torch.cat([F.logsigmoid(-objectness), objects], dim=1)
+
+
 def _build_smp_network(arch: str, encoder: str, classes: int, encoder_weights: str | None, encoder_depth: int,
                        decoder_channels: tuple[int, ...]) -> nn.Module:
     import segmentation_models_pytorch as smp  # imported here: it pulls in torchvision and timm
@@ -119,10 +190,13 @@ def _drop_unused_resnet_stages(encoder: nn.Module, depth: int) -> None:
             delattr(encoder, f"layer{stage}")
 
 
-def build_segmenter(model_cfg: Mapping[str, Any]) -> Segmenter:
-    """A Segmenter from a config's `model` section (arch, encoder, encoder_weights, ..., classes)."""
+def build_segmenter(model_cfg: Mapping[str, Any], class_factors: Sequence[Sequence[int]] | None = None) -> Segmenter:
+    """A Segmenter from a config's `model` section (arch, encoder, encoder_weights, ..., classes, head).
+
+    class_factors: the (shape, material, colour) of every object class, needed by `head: factorised`."""
     return Segmenter(arch=model_cfg.get("arch", "unet"), encoder=model_cfg.get("encoder", "resnet18"),
                      classes=int(model_cfg.get("classes", 49)),
                      encoder_weights=model_cfg.get("encoder_weights"),
                      encoder_depth=int(model_cfg.get("encoder_depth", 5)),
-                     decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS))
+                     decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS),
+                     head=str(model_cfg.get("head") or "flat"), class_factors=class_factors)

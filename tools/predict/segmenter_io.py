@@ -13,6 +13,20 @@ from torch import nn
 from models.segmenter import Segmenter, build_segmenter
 from tools.core.checkpoint import check_config_matches, load_checkpoint, weights_for_inference
 from tools.core.errors import UserError
+from tools.data.classes import NUM_CLASSES, class_indices
+
+
+def class_factor_table() -> list[tuple[int, int, int]]:
+    """(shape, material, colour) indices of object classes 1..48, in class-id order (tools/data/classes.py)."""
+    return [class_indices(class_index) for class_index in range(1, NUM_CLASSES)]
+
+
+def build_task_segmenter(model_cfg: Mapping[str, Any]) -> Segmenter:
+    """build_segmenter with this task's class table, which the factorised head composes its classes from."""
+    try:
+        return build_segmenter(model_cfg, class_factors=class_factor_table())
+    except ValueError as err:  # a bad model.* value: one line naming the key
+        raise UserError(f"{err}; fix the segmenter config's model section") from err
 
 
 def load_local_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
@@ -59,7 +73,7 @@ def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cp
                         f"model.arch/model.encoder); pass a model_best.pth or model_last.pth of --exp segment")
     if expected_model_cfg is not None:
         check_config_matches(config, {"model": dict(expected_model_cfg)}, "model", checkpoint_path)
-    model = build_segmenter(model_cfg)
+    model = build_task_segmenter(model_cfg)
     model.load_state_dict(weights_for_inference(state), strict=True)
     data_cfg = config.get("data") or {}
     if data_cfg.get("height") and data_cfg.get("width"):
