@@ -21,11 +21,21 @@ FAST = {
                     "train.val_clips=1", "loss.lpips_frames=1", "data.unlabeled_splits=[]"],
     "ddpm": [*TINY_DDPM, "train.max_steps=2", "train.batch_size=2", "data.unlabeled_splits=[]"],
     "predict": ["predict.n_samples=2", "predict.sample_steps=2", "predict.png_videos=1", "predict.gif_videos=1"],
+    "slot_first_stage": ["data.height=32", "data.width=48", "model.template_size=8", "train.max_steps=1",
+                         "train.log_every=1", "train.val_every=1", "train.ckpt_every=1", "train.val_clips=1"],
+    "slot_ddpm": ["data.height=32", "data.width=48", "model.width=32", "model.depth=1", "model.context_depth=1",
+                  "model.heads=2", "train.max_steps=2", "train.log_every=1", "train.sample_every=2",
+                  "train.ckpt_every=2", "train.batch_size=2", "train.scale_batches=1", "train.val_clips=1",
+                  "diffusion.sample_steps=2"],
 }
+MODEL_ROW = {"slots": "slot diffusion, segmenter masks of frames 1-11", "grid": "grid-latent diffusion model"}
 
 
-def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_path):
+@pytest.mark.parametrize("route", ["slots", "grid"])
+def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_path, route):
     cfg = OmegaConf.load("configs/quickstart/pipeline.yaml")
+    cfg.pipeline.route = route
+    cfg.pipeline.trajectories.data_path = str(synthetic_clevrer)  # already holds labeled trajectories
     for step, overrides in FAST.items():
         cfg.pipeline[step].overrides = overrides
     config_path = tmp_path / "pipeline.yaml"
@@ -35,10 +45,13 @@ def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_
     assert main.main(args) == 0
     run_dir = tmp_path / "results" / "pipeline_main_CLEVRER_42"
     report = (run_dir / "report.md").read_text()
-    for row in ["latent diffusion model", "copy frame 11 (true masks)", "segment the true frame 22"]:
+    rows = [MODEL_ROW[route], "copy frame 11 (true masks)", "segment the true frame 22"]
+    if route == "slots":
+        rows.append("slot diffusion, true masks of frames 1-11")
+    for row in rows:
         assert re.search(rf"\| {re.escape(row)}[^|]* \| [01]\.\d{{4}} \|", report), row
     assert (run_dir / "figure.png").stat().st_size > 0
-    _assert_report_scores_are_recomputable(report, synthetic_clevrer, tmp_path / "results")
+    _assert_report_scores_are_recomputable(report, synthetic_clevrer, tmp_path / "results", MODEL_ROW[route])
     for stage in ["segment", "first_stage", "ddpm", "predict"]:
         assert (tmp_path / "results" / f"{stage}_pipeline_main_CLEVRER_42").is_dir()
     assert main.main(args) == 0, "a re-run resumes every finished stage and rewrites the report"
@@ -48,7 +61,7 @@ def _report_value(report: str, row: str) -> float:
     return float(re.search(rf"\| {re.escape(row)}[^|]* \| ([01]\.\d{{4}}) \|", report).group(1))
 
 
-def _assert_report_scores_are_recomputable(report: str, data: Path, results: Path) -> None:
+def _assert_report_scores_are_recomputable(report: str, data: Path, results: Path, model_row: str) -> None:
     """The report's Jaccard rows, recomputed here from submission.pt and the true masks with torchmetrics."""
     predict_dir = results / "predict_pipeline_main_CLEVRER_42"
     submission = torch.load(predict_dir / "submission.pt")
@@ -61,5 +74,5 @@ def _assert_report_scores_are_recomputable(report: str, data: Path, results: Pat
         metric.update(pred.long(), masks[:, 21])
         return float(metric.compute())
 
-    assert _report_value(report, "latent diffusion model") == pytest.approx(jaccard(submission), abs=5e-5)
+    assert _report_value(report, model_row) == pytest.approx(jaccard(submission), abs=5e-5)
     assert _report_value(report, "copy frame 11 (true masks)") == pytest.approx(jaccard(masks[:, 10]), abs=5e-5)

@@ -38,51 +38,85 @@ def write_figure(path: Path, entries: list, predict_dir: Path, submission: torch
     save_png(np.concatenate(rows, axis=0), path)
 
 
-def jaccard_rows(data_path: Path, predict_dir: Path, segmenter: Path) -> tuple[list[tuple[str, float]], list]:
-    """(name, frame-22 Jaccard) of the model and of the baselines, scored by evals/eval_run.py."""
-    from evals.baselines import BASELINE_LABELS, split_videos
+MODEL_LABELS = {
+    ("slots", "model"): "slot diffusion, segmenter masks of frames 1-11 (this run)",
+    ("slots", "true_masks"): "slot diffusion, true masks of frames 1-11 (the dynamics alone)",
+    ("grid", "model"): "grid-latent diffusion model (this run)",
+}
+
+
+def score_predictions(data_path: Path, predict_dir: Path, segmenter: Path | None) -> tuple[dict, list]:
+    """evals/eval_run.py's report (Jaccard, and the baselines when a segmenter is given) and the videos."""
+    from evals.baselines import split_videos
     from evals.eval_run import EvalSettings, evaluate_predictions
     from evals.predictions_folder import load_predictions
     from tools.predict.segmenter_io import load_segmenter
 
     predictions = load_predictions(predict_dir)
     videos = split_videos(data_path, predictions.split or "val", predictions.video_ids)
-    settings = EvalSettings(metrics=("jaccard",), progress=False)
-    report = evaluate_predictions(predictions, videos, settings, load_segmenter(segmenter))
-    rows = [("latent diffusion model (this run)", float(report["jaccard"]["score"]))]
-    rows += [(BASELINE_LABELS.get(name, name), value) for name, value in (report.get("baselines") or {}).items()]
-    return rows, videos.entries
+    settings = EvalSettings(metrics=("jaccard",), progress=False, baselines=segmenter is not None)
+    report = evaluate_predictions(predictions, videos, settings, load_segmenter(segmenter) if segmenter else None)
+    return report, videos.entries
 
 
-def write_report(run_dir: Path, data_path: Path, predict_dir: Path, segmenter: Path, steps: dict[str, DictConfig],
-                 timings: dict[str, float]) -> Path:
-    rows, entries = jaccard_rows(data_path, predict_dir, segmenter)
+def jaccard_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path, route: str
+                 ) -> tuple[list[tuple[str, float]], list]:
+    """(name, frame-22 Jaccard) of the model's prediction runs and of the baselines."""
+    from evals.baselines import BASELINE_LABELS
+
+    rows, baselines, entries = [], {}, []
+    for index, (name, folder) in enumerate(predict_dirs.items()):
+        report, videos = score_predictions(data_path, folder, segmenter if index == 0 else None)
+        rows.append((MODEL_LABELS.get((route, name), name), float(report["jaccard"]["score"])))
+        if index == 0:
+            baselines, entries = report.get("baselines") or {}, videos
+    rows += [(BASELINE_LABELS.get(name, name), value) for name, value in baselines.items()]
+    return rows, entries
+
+
+def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], meta: dict) -> list[str]:
+    """The stage table: wall time and the figure each stage logged."""
+    segment_best = max((r["jaccard"] for r in stats["segment"] if r.get("jaccard") is not None), default=None)
+    if route == "slots":
+        first = (f"frame-22 Jaccard from the TRUE frame-22 states "
+                 f"{format_number(_last(stats['first_stage'], 'val', 'frame22_true_state_jaccard'))}")
+        second = (f"last training loss {format_number(_last(stats['ddpm'], 'train', 'loss'))}, val frame-22 "
+                  f"Jaccard (true masks) {format_number(_last(stats['ddpm'], 'val', 'frame22_jaccard'))}")
+    else:
+        first = (f"val reconstruction PSNR {format_number(_last(stats['first_stage'], 'val', 'recon_psnr'), 2)} dB, "
+                 f"semantic-head mask IoU {format_number(_last(stats['first_stage'], 'val', 'recon_mask_iou'))}")
+        second = f"last training loss {format_number(_last(stats['ddpm'], 'train', 'loss'))}"
+    lines = [f"| generate data | {_minutes(timings.get('generate'))} | (skipped when --data_path already held data) |"]
+    if route == "slots":
+        lines.append(f"| generate trajectories (masks only) | {_minutes(timings.get('trajectories'))} | |")
+    return lines + [
+        f"| segmenter | {_minutes(timings.get('segment'))} | best val Jaccard per frame {format_number(segment_best)} |",
+        f"| stage 1 ({route}) | {_minutes(timings.get('first_stage'))} | {first} |",
+        f"| stage 2 diffusion ({route}) | {_minutes(timings.get('ddpm'))} | {second} |",
+        f"| predict | {_minutes(timings.get('predict'))} | {format_number(meta.get('sec_per_video'), 2)} s per video |",
+        f"| total | {_minutes(timings.get('total'))} | |"]
+
+
+def write_report(run_dir: Path, data_path: Path, predict_dirs: dict[str, Path], segmenter: Path,
+                 steps: dict[str, DictConfig], timings: dict[str, float], route: str = "slots") -> Path:
+    rows, entries = jaccard_rows(data_path, predict_dirs, segmenter, route)
+    predict_dir = predict_dirs["model"]
     submission = torch.load(predict_dir / "submission.pt", weights_only=True)
     write_figure(run_dir / "figure.png", entries, predict_dir, submission)
     meta = json.loads((predict_dir / "meta.json").read_text())
-    stats = {name: read_stats(run_dir_for(cfg.run)) for name, cfg in steps.items() if name != "predict"}
+    stats = {name: read_stats(run_dir_for(cfg.run)) for name, cfg in steps.items()}
     lines = [
         "# Pipeline report", "",
         f"Dataset: `{data_path}`, split `{meta['split']}` ({len(entries)} videos). Frames 1-11 observed, "
-        f"frame 22 predicted; strategy `{meta['strategy']}`, {meta['n_samples']} samples per video, "
-        f"fusion `{meta['fusion']}`, classes absent from frames 1-11 suppressed: {meta['suppress_absent']}.", "",
-        "## Frame-22 Jaccard (49 classes, masks stacked as the competition scores)", "",
+        f"frame 22 predicted; route `{route}`, strategy `{meta['strategy']}`, {meta['n_samples']} samples per "
+        f"video, fusion `{meta['fusion']}`, classes absent from frames 1-11 suppressed: {meta['suppress_absent']}.",
+        "", "## Frame-22 Jaccard (49 classes, masks stacked as the competition scores)", "",
         "| method | Jaccard |", "|---|---|",
         *[f"| {name} | {format_number(value)} |" for name, value in rows], "",
         "![inputs, truth and prediction](figure.png)", "",
         "Figure: frames 1, 6, 11 | true frame 22 | predicted frame 22 | true mask | predicted mask.", "",
-        "## Stages", "",
-        "| stage | wall time | figures |", "|---|---|---|",
-        f"| generate data | {_minutes(timings.get('generate'))} | (skipped when --data_path already held data) |",
-        f"| segmenter | {_minutes(timings.get('segment'))} | best val Jaccard per frame "
-        f"{format_number(max((r['jaccard'] for r in stats['segment'] if r.get('jaccard') is not None), default=None))} |",
-        f"| stage 1 autoencoder | {_minutes(timings.get('first_stage'))} | val reconstruction PSNR "
-        f"{format_number(_last(stats['first_stage'], 'val', 'recon_psnr'), 2)} dB, semantic-head mask IoU "
-        f"{format_number(_last(stats['first_stage'], 'val', 'recon_mask_iou'))} |",
-        f"| stage 2 diffusion | {_minutes(timings.get('ddpm'))} | last training loss "
-        f"{format_number(_last(stats['ddpm'], 'train', 'loss'))} |",
-        f"| predict | {_minutes(timings.get('predict'))} | {format_number(meta.get('sec_per_video'), 2)} s per video |",
-        f"| total | {_minutes(timings.get('total'))} | |", "",
+        "## Stages", "", "| stage | wall time | figures |", "|---|---|---|",
+        *stage_lines(route, stats, timings, meta), "",
         "A stage that was already finished (a re-run) shows only the time to check it.",
     ]
     path = run_dir / "report.md"

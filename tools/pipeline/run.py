@@ -2,10 +2,14 @@
 
   python main.py --exp pipeline                     # generated data, quickstart config, CPU-sized
   python main.py --exp pipeline --data_path D       # the same on an existing competition-format dataset
+  python main.py --exp pipeline --config_mod pipeline.route=grid   # the grid-latent (RSVP/PVDM) route
 
-Steps: generate a small dataset if --data_path holds none -> segmenter -> stage 1 -> stage 2 -> predict the
-val split -> evaluate -> results/pipeline_{id}_{data}_{seed}/report.md. Every step is an ordinary stage run
-(results/{exp}_pipeline_{id}_{data}_{seed}/), so re-running the pipeline resumes each of them.
+Slot route (the default for CLEVRER data): generate a small dataset if --data_path holds none, and a large
+masks-only set of trajectories -> segmenter -> slot stage 1 -> slot stage 2 on the trajectories -> predict the
+val split from segmenter masks of frames 1-11, and again from the true ones (the dynamics alone) -> report.
+Grid route: segmenter -> stage 1 -> stage 2 -> predict -> report. Every step is an ordinary stage run
+(results/{exp}_pipeline_{id}_{data}_{seed}/), so re-running the pipeline resumes each of them; the report is
+results/pipeline_{id}_{data}_{seed}/report.md.
 """
 from __future__ import annotations
 
@@ -19,35 +23,71 @@ from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
 from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, run_dir_for
 
-def step_config(cfg: DictConfig, exp: str, **run_fields) -> DictConfig:
+ROUTES = ("slots", "grid")
+
+
+def step_config(cfg: DictConfig, step_name: str, exp: str | None = None, **run_fields) -> DictConfig:
     """The config of one pipeline step: its YAML, a run section like main.py makes, its overrides."""
-    step = cfg.pipeline[exp]
+    step = cfg.pipeline[step_name]
     stage_cfg = load_yaml(step.config)
-    stage_cfg.run = dict(OmegaConf.to_container(cfg.run, resolve=True), exp=exp, id=f"pipeline_{cfg.run.id}",
-                         config_path=str(step.config), fresh=False, **run_fields)
-    return apply_overrides(stage_cfg, list(step.get("overrides") or []), source=f"pipeline.{exp}.overrides")
+    run = dict(OmegaConf.to_container(cfg.run, resolve=True), exp=exp or step_name, id=f"pipeline_{cfg.run.id}",
+               config_path=str(step.config), fresh=False)
+    stage_cfg.run = {**run, **run_fields}
+    return apply_overrides(stage_cfg, list(step.get("overrides") or []), source=f"pipeline.{step_name}.overrides")
 
 
 def has_dataset(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "val").is_dir()
 
 
-def run_step(exp: str, step_cfg: DictConfig, ctx: DistContext, timings: dict[str, float]) -> DictConfig:
+def run_step(name: str, step_cfg: DictConfig, ctx: DistContext, timings: dict[str, float]) -> DictConfig:
     from tools.core.stages import resolve_stage
 
     if ctx.is_main:
-        print(f"\n=== pipeline: {exp} ===")
+        print(f"\n=== pipeline: {name} ===")
     start = time.perf_counter()
-    code = resolve_stage(exp)(step_cfg, ctx)
+    code = resolve_stage(step_cfg.run.exp)(step_cfg, ctx)
     if code:
-        raise UserError(f"pipeline step '{exp}' failed (exit {code}); see the messages above")
-    timings[exp] = time.perf_counter() - start
+        raise UserError(f"pipeline step '{name}' failed (exit {code}); see the messages above")
+    timings[name] = time.perf_counter() - start
     return step_cfg
+
+
+def train_grid_route(cfg: DictConfig, ctx: DistContext, timings: dict[str, float]) -> dict[str, DictConfig]:
+    first = run_step("first_stage", step_config(cfg, "first_stage"), ctx, timings)
+    ddpm = run_step("ddpm", step_config(cfg, "ddpm", first_model=str(run_dir_for(first.run) / LAST_CHECKPOINT)),
+                    ctx, timings)
+    return {"first_stage": first, "ddpm": ddpm}
+
+
+def train_slot_route(cfg: DictConfig, ctx: DistContext, timings: dict[str, float]) -> dict[str, DictConfig]:
+    trajectories = Path(str(cfg.pipeline.trajectories.data_path))
+    if not (trajectories / "train").is_dir():
+        run_step("trajectories", step_config(cfg, "trajectories", exp="generate", data_path=str(trajectories)),
+                 ctx, timings)
+    first = run_step("first_stage", step_config(cfg, "slot_first_stage", exp="first_stage"), ctx, timings)
+    ddpm_cfg = step_config(cfg, "slot_ddpm", exp="ddpm", first_model=str(run_dir_for(first.run) / LAST_CHECKPOINT))
+    ddpm_cfg.data.trajectory_path = str(trajectories)
+    ddpm = run_step("ddpm", ddpm_cfg, ctx, timings)
+    return {"first_stage": first, "ddpm": ddpm}
+
+
+def predict_step(cfg: DictConfig, ctx: DistContext, timings: dict[str, float], ddpm: DictConfig, segmenter: Path,
+                 name: str = "predict", **predict_keys) -> DictConfig:
+    predict_cfg = step_config(cfg, "predict", **({"id": f"pipeline_{cfg.run.id}_{name}"} if name != "predict" else {}))
+    predict_cfg.predict.ddpm = str(run_dir_for(ddpm.run) / LAST_CHECKPOINT)
+    predict_cfg.predict.segmenter = str(segmenter)
+    for key, value in predict_keys.items():
+        predict_cfg.predict[key] = value
+    return run_step(name, predict_cfg, ctx, timings)
 
 
 def run(cfg: DictConfig, ctx: DistContext) -> int:
     if cfg.run.data != "CLEVRER":
         raise UserError("--exp pipeline predicts frame-22 masks of the competition format: use --data CLEVRER")
+    route = str(cfg.pipeline.get("route", "slots"))
+    if route not in ROUTES:
+        raise UserError(f"pipeline.route={route!r} is unknown; use one of {', '.join(ROUTES)}")
     data_path = Path(str(cfg.run.data_path or cfg.pipeline.data_path))
     cfg.run.data_path = str(data_path)
     run_dir = prepare_run_dir(cfg, ctx)
@@ -57,21 +97,18 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
         run_step("generate", step_config(cfg, "generate"), ctx, timings)
     segment = run_step("segment", step_config(cfg, "segment"), ctx, timings)
     segmenter = _best_checkpoint(run_dir_for(segment.run))
-    first = run_step("first_stage", step_config(cfg, "first_stage"), ctx, timings)
-    first_model = run_dir_for(first.run) / LAST_CHECKPOINT
-    ddpm = run_step("ddpm", step_config(cfg, "ddpm", first_model=str(first_model)), ctx, timings)
-    predict_cfg = step_config(cfg, "predict")
-    predict_cfg.predict.ddpm = str(run_dir_for(ddpm.run) / LAST_CHECKPOINT)
-    predict_cfg.predict.segmenter = str(segmenter)
-    run_step("predict", predict_cfg, ctx, timings)
+    trained = (train_slot_route if route == "slots" else train_grid_route)(cfg, ctx, timings)
+    predicted = {"model": predict_step(cfg, ctx, timings, trained["ddpm"], segmenter)}
+    if route == "slots":  # the dynamics alone: the same model from the true masks of frames 1-11
+        predicted["true_masks"] = predict_step(cfg, ctx, timings, trained["ddpm"], segmenter,
+                                               name="predict_true_masks", observed_masks=True)
     barrier(ctx)
     if ctx.is_main:
         from tools.pipeline.report import write_report
 
         timings["total"] = time.perf_counter() - started
-        report = write_report(run_dir, data_path, run_dir_for(predict_cfg.run), segmenter,
-                              {"segment": segment, "first_stage": first, "ddpm": ddpm, "predict": predict_cfg},
-                              timings)
+        report = write_report(run_dir, data_path, {k: run_dir_for(v.run) for k, v in predicted.items()}, segmenter,
+                              {"segment": segment, **trained}, timings, route)
         print(f"\npipeline finished in {timings['total'] / 60:.1f} min; report: {report}")
     return 0
 
