@@ -85,6 +85,13 @@ def _check_settings(s: GeneratorSettings) -> None:
         problems.append("scene.enter_frame_min/max: need 0 <= min <= max")
     if not sc.entering_weights or min(sc.entering_weights) < 0 or sum(sc.entering_weights) <= 0:
         problems.append("scene.entering_weights: need non-negative weights with a positive sum")
+    if len(sc.edge_weights) != 4 or min(sc.edge_weights) < 0 or sum(sc.edge_weights) <= 0:
+        problems.append("scene.edge_weights: need 4 non-negative weights (top, bottom, left, "
+                        "right) with a positive sum")
+    if not 0 <= sc.aim_at_still_probability <= 1 or not 0 <= sc.static_probability <= 1:
+        problems.append("scene.aim_at_still_probability and static_probability: need 0..1")
+    if min(sc.friction, sc.torsional_friction, sc.linear_damping) < 0:
+        problems.append("scene.friction, torsional_friction, linear_damping: need >= 0")
     if s.physics.timestep <= 0 or s.physics.frame_seconds < s.physics.timestep:
         problems.append("physics: need 0 < timestep <= frame_seconds")
     if problems:
@@ -145,14 +152,15 @@ def scene_for(settings: GeneratorSettings, video_id: int) -> SceneSpec:
     return sample_scene(np.random.default_rng([settings.seed, video_id]), settings)
 
 
-def render_video(settings: GeneratorSettings, video_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """RGB frames (T, H, W, 3) and masks (T, H, W), both uint8, of one video.
+def render_video(settings: GeneratorSettings, video_id: int, with_rgb: bool = True
+                 ) -> tuple[np.ndarray | None, np.ndarray]:
+    """RGB frames (T, H, W, 3) (None without `with_rgb`) and masks (T, H, W), uint8, of one video.
 
     The calling process must have run `render.configure_process` before importing mujoco.
     """
     from tools.generator.render import simulate_and_render
 
-    return simulate_and_render(scene_for(settings, video_id), settings)
+    return simulate_and_render(scene_for(settings, video_id), settings, with_rgb=with_rgb)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,8 +249,9 @@ def _write_job(job: VideoJob) -> VideoJob:
     return job
 
 
-def _render_job(video_id: int) -> tuple[int, np.ndarray, np.ndarray]:
-    rgb, masks = render_video(_worker_settings, video_id)
+def _render_job(job: tuple[int, bool]) -> tuple[int, np.ndarray | None, np.ndarray]:
+    video_id, with_rgb = job
+    rgb, masks = render_video(_worker_settings, video_id, with_rgb)
     return video_id, rgb, masks
 
 
@@ -256,10 +265,12 @@ def worker_pool(settings: GeneratorSettings, workers: int, root: Path | None = N
                         initargs=(backend, settings, None if root is None else str(root)))
 
 
-def render_videos(settings: GeneratorSettings, video_ids: list[int], workers: int = 1):
-    """Yield (video_id, rgb, masks) for the given ids, rendered in worker processes, in order."""
+def render_videos(settings: GeneratorSettings, video_ids: list[int], workers: int = 1,
+                  with_rgb: bool = True):
+    """Yield (video_id, rgb, masks) for the given ids, rendered in worker processes, in order
+    (rgb is None without `with_rgb`)."""
     with worker_pool(settings, workers) as pool:
-        yield from pool.imap(_render_job, video_ids)
+        yield from pool.imap(_render_job, [(video_id, with_rgb) for video_id in video_ids])
 
 
 def generate_dataset(cfg, out_root: str | os.PathLike, workers: int | None = None) -> dict:

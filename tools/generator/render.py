@@ -14,7 +14,8 @@ from functools import lru_cache
 import numpy as np
 
 from tools.core.errors import UserError
-from tools.generator.scene import GeneratorSettings, SceneSpec, build_mjcf
+from tools.generator.physics import build_model, simulate
+from tools.generator.scene import GeneratorSettings, SceneSpec
 
 GL_BACKENDS = ("egl", "osmesa")
 
@@ -89,39 +90,26 @@ def segmentation_to_classes(segmentation: np.ndarray, lookup: np.ndarray) -> np.
     return np.where(is_geom, lookup[np.clip(ids + 1, 0, len(lookup) - 1)], 0).astype(np.uint8)
 
 
-def _launch(model, data, body_index: int, velocity: tuple[float, float]) -> None:
-    """Give an object's free joint a horizontal velocity (qvel starts with the linear part)."""
-    body = model.body(f"obj{body_index}").id
-    dof = model.jnt_dofadr[model.body_jntadr[body]]
-    data.qvel[dof:dof + 2] = velocity
-
-
-def simulate_and_render(spec: SceneSpec, settings: GeneratorSettings, frames: int | None = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def simulate_and_render(spec: SceneSpec, settings: GeneratorSettings, frames: int | None = None,
+                        with_rgb: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """Run the physics and render every frame.
 
-    Returns RGB frames (T, H, W, 3) uint8 and class-id masks (T, H, W) uint8.
+    Returns RGB frames (T, H, W, 3) uint8 (None when `with_rgb` is False: masks cost a sixth of
+    the time, which is what calibration needs) and class-id masks (T, H, W) uint8.
     """
     import mujoco
 
     frames = settings.frames if frames is None else frames
-    model = mujoco.MjModel.from_xml_string(build_mjcf(spec, settings))
-    data = mujoco.MjData(model)
-    mujoco.mj_forward(model, data)
+    model, data = build_model(spec, settings)
     lookup = geom_class_lookup(model, [o.class_id for o in spec.objects])
-    steps_per_frame = max(1, round(settings.physics.frame_seconds / settings.physics.timestep))
-    rgb = np.empty((frames, settings.height, settings.width, 3), dtype=np.uint8)
+    rgb = np.empty((frames, settings.height, settings.width, 3), dtype=np.uint8) if with_rgb else None
     masks = np.empty((frames, settings.height, settings.width), dtype=np.uint8)
     with mujoco.Renderer(model, settings.height, settings.width) as renderer:
-        for frame in range(frames):
-            for index, obj in enumerate(spec.objects):
-                if obj.launch_frame == frame and obj.velocity != (0.0, 0.0):
-                    _launch(model, data, index, obj.velocity)
-            if frame > 0:
-                mujoco.mj_step(model, data, nstep=steps_per_frame)
+        for frame in simulate(model, data, spec, settings, frames):
             renderer.update_scene(data, camera="view")
-            renderer.disable_segmentation_rendering()
-            rgb[frame] = renderer.render()
+            if with_rgb:
+                renderer.disable_segmentation_rendering()
+                rgb[frame] = renderer.render()
             renderer.enable_segmentation_rendering()
             masks[frame] = segmentation_to_classes(renderer.render(), lookup)
     return rgb, masks

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tools.data.classes import COLOR_RGB, COLORS, MATERIALS, NUM_CLASSES, SHAPES, class_id, class_indices
+from tools.data.classes import NUM_CLASSES, class_id, class_indices
 
 
 # ----------------------------------------------------------------------------------------------
@@ -32,16 +32,21 @@ class CameraSettings:
 @dataclass
 class SceneSettings:
     object_size: float = 0.35           # sphere radius; cubes and cylinders are scaled alike
-    static_probability: float = 0.6     # chance that an object in view at frame 1 stands still
-    speed_min: float = 2.0              # m/s of objects moving from the first frame
-    speed_max: float = 4.5
-    enter_speed_min: float = 2.5        # m/s of objects launched into the view
-    enter_speed_max: float = 4.5
+    static_probability: float = 0.65    # chance that an object in view at frame 1 stands still
+    speed_min: float = 3.0              # m/s of objects moving from the first frame
+    speed_max: float = 6.5
+    enter_speed_min: float = 6.0        # m/s of objects launched into the view (fast: they
+    enter_speed_max: float = 10.0       # arrive fast and slow down inside the view)
     entering_weights: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.3])  # P(0,1,2 enter)
     enter_frame_min: int = 1            # launch frame range (0-based, inclusive)
     enter_frame_max: int = 14
-    top_edge_probability: float = 0.5   # else left or right edge, equally
-    friction: float = 0.05
+    # Entering objects come in over the top, bottom, left and right image edges with these weights.
+    edge_weights: list[float] = field(default_factory=lambda: [0.35, 0.1, 0.275, 0.275])
+    aim_at_still_probability: float = 0.9  # chance a moving object heads for a still one
+    friction: float = 0.1               # sliding (Coulomb) friction, object-floor and object-object
+    torsional_friction: float = 0.0001  # stops objects spinning about the vertical (metres)
+    rolling_friction: float = 0.1       # slows rolling spheres (metres; 0.7 g x this / radius)
+    linear_damping: float = 0.4         # 1/s: horizontal velocity lost per second, as a rate
 
 
 @dataclass
@@ -155,13 +160,15 @@ class SceneSpec:
     objects: tuple[ObjectSpec, ...]
 
 
-def _random_velocity(rng: np.random.Generator, low: float, high: float,
-                     direction: np.ndarray | None = None) -> tuple[float, float]:
+def _heading(rng: np.random.Generator) -> np.ndarray:
+    angle = rng.uniform(0, 2 * math.pi)
+    return np.array([math.cos(angle), math.sin(angle)])
+
+
+def _velocity(rng: np.random.Generator, low: float, high: float, heading: np.ndarray
+              ) -> tuple[float, float]:
     speed = rng.uniform(low, high)
-    if direction is None:
-        angle = rng.uniform(0, 2 * math.pi)
-        direction = np.array([math.cos(angle), math.sin(angle)])
-    return float(speed * direction[0]), float(speed * direction[1])
+    return float(speed * heading[0]), float(speed * heading[1])
 
 
 def _free_spot(rng: np.random.Generator, camera: Camera, taken: list[np.ndarray],
@@ -176,23 +183,74 @@ def _free_spot(rng: np.random.Generator, camera: Camera, taken: list[np.ndarray]
     return None
 
 
-def _edge_start(rng: np.random.Generator, camera: Camera, settings: SceneSettings
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Where an entering object waits (hidden beyond an image edge) and its unit heading."""
+def _edge_point(rng: np.random.Generator, camera: Camera, sc: SceneSettings) -> np.ndarray:
+    """A floor point on an image edge (top, bottom, left or right, by `sc.edge_weights`)."""
     w, h = camera.width, camera.height
-    side = rng.uniform()
-    if side < settings.top_edge_probability:
-        edge_pixel = (rng.uniform(0.1, 0.9) * w, 0.0)
-    elif side < (1 + settings.top_edge_probability) / 2:
-        edge_pixel = (0.0, rng.uniform(0.1, 0.75) * h)
+    weights = np.asarray(sc.edge_weights, dtype=float)
+    edge = int(rng.choice(4, p=weights / weights.sum()))
+    along = rng.uniform(0.1, 0.9)
+    pixel = [(along * w, 0.0), (along * w, float(h)), (0.0, 0.1 * h + 0.65 * along * h),
+             (float(w), 0.1 * h + 0.65 * along * h)][edge]
+    return camera.unproject(*pixel)[:2]
+
+
+AIM_SPREAD = 0.6
+
+
+def _aim(rng: np.random.Generator, camera: Camera, origin: np.ndarray, still: list[np.ndarray],
+         sc: SceneSettings) -> np.ndarray:
+    """Unit heading from `origin`: often toward a still object, so that it gets hit as in the
+    real clips (off-centre by up to AIM_SPREAD object sizes: glancing blows too), else to a
+    random point in the middle of the view."""
+    if still and rng.uniform() < sc.aim_at_still_probability:
+        spread = rng.uniform(-1, 1, 2) * AIM_SPREAD * sc.object_size
+        target = still[int(rng.integers(len(still)))] + spread
     else:
-        edge_pixel = (float(w), rng.uniform(0.1, 0.75) * h)
-    edge_point = camera.unproject(*edge_pixel)[:2]
-    aim = camera.unproject(rng.uniform(0.25, 0.75) * w, rng.uniform(0.35, 0.85) * h)[:2]
-    heading = (aim - edge_point) / np.linalg.norm(aim - edge_point)
+        w, h = camera.width, camera.height
+        target = camera.unproject(rng.uniform(0.25, 0.75) * w, rng.uniform(0.35, 0.85) * h)[:2]
+    offset = target - origin
+    return offset / max(float(np.linalg.norm(offset)), 1e-9)
+
+
+def _in_view_objects(rng: np.random.Generator, camera: Camera, classes: list[int],
+                     sc: SceneSettings, taken: list[np.ndarray]) -> list[ObjectSpec]:
+    """Objects in view at frame 0: still ones first (others aim at them), then moving ones."""
+    placed = []
+    for cid in classes:
+        start = _free_spot(rng, camera, taken, 2.6 * sc.object_size)
+        if start is None:  # the view is full: fewer objects rather than overlapping ones
+            continue
+        taken.append(start)
+        placed.append((cid, start, bool(rng.uniform() < sc.static_probability)))
+    still = [start for _, start, is_still in placed if is_still]
+    objects = []
+    for cid, start, is_still in sorted(placed, key=lambda item: not item[2]):
+        velocity = (0.0, 0.0)
+        if not is_still:
+            heading = _aim(rng, camera, start, still, sc) if still else _heading(rng)
+            velocity = _velocity(rng, sc.speed_min, sc.speed_max, heading)
+        objects.append(_object(rng, cid, start, velocity, 0))
+    return objects
+
+
+def _entering_object(rng: np.random.Generator, camera: Camera, cid: int, sc: SceneSettings,
+                     still: list[np.ndarray]) -> ObjectSpec:
+    """An object waiting beyond an image edge, launched into the view at a sampled frame."""
+    edge_point = _edge_point(rng, camera, sc)
+    heading = _aim(rng, camera, edge_point, still, sc)
     # Far enough out that neither the object nor its top edge shows at frame 0.
-    start = edge_point - heading * 3.0 * settings.object_size
-    return start, heading
+    start = edge_point - heading * 3.0 * sc.object_size
+    velocity = _velocity(rng, sc.enter_speed_min, sc.enter_speed_max, heading)
+    launch = int(rng.integers(sc.enter_frame_min, sc.enter_frame_max + 1))
+    return _object(rng, cid, start, velocity, launch)
+
+
+def _object(rng: np.random.Generator, cid: int, start: np.ndarray, velocity: tuple[float, float],
+            launch: int) -> ObjectSpec:
+    shape, material, color = class_indices(int(cid))
+    yaw = float(rng.uniform(0, 2 * math.pi))
+    return ObjectSpec(shape, material, color, (float(start[0]), float(start[1])), yaw, velocity,
+                      launch)
 
 
 def sample_scene(rng: np.random.Generator, settings: GeneratorSettings) -> SceneSpec:
@@ -200,29 +258,12 @@ def sample_scene(rng: np.random.Generator, settings: GeneratorSettings) -> Scene
     sc = settings.scene
     camera = make_camera(settings)
     count = int(rng.integers(settings.min_objects, settings.max_objects + 1))
-    classes = rng.choice(NUM_CLASSES - 1, size=count, replace=False) + 1
+    classes = [int(c) for c in rng.choice(NUM_CLASSES - 1, size=count, replace=False) + 1]
     weights = np.asarray(sc.entering_weights, dtype=float)
     entering = min(int(rng.choice(len(weights), p=weights / weights.sum())), count - 1)
-    clearance = 2.6 * sc.object_size
-    taken: list[np.ndarray] = []
-    objects = []
-    for index, cid in enumerate(classes):
-        shape, material, color = class_indices(int(cid))
-        yaw = float(rng.uniform(0, 2 * math.pi))
-        if index < entering:
-            start, heading = _edge_start(rng, camera, sc)
-            velocity = _random_velocity(rng, sc.enter_speed_min, sc.enter_speed_max, heading)
-            launch = int(rng.integers(sc.enter_frame_min, sc.enter_frame_max + 1))
-        else:
-            start = _free_spot(rng, camera, taken, clearance)
-            if start is None:  # the view is full: fewer objects rather than overlapping ones
-                continue
-            still = rng.uniform() < sc.static_probability
-            velocity = (0.0, 0.0) if still else _random_velocity(rng, sc.speed_min, sc.speed_max)
-            launch = 0
-        taken.append(start)
-        objects.append(ObjectSpec(shape, material, color, (float(start[0]), float(start[1])),
-                                  yaw, velocity, launch))
+    objects = _in_view_objects(rng, camera, classes[entering:], sc, [])
+    still = [np.asarray(o.position) for o in objects if o.velocity == (0.0, 0.0)]
+    objects += [_entering_object(rng, camera, cid, sc, still) for cid in classes[:entering]]
     return SceneSpec(tuple(_ensure_motion(rng, objects, sc)))
 
 
@@ -232,122 +273,6 @@ def _ensure_motion(rng: np.random.Generator, objects: list[ObjectSpec], sc: Scen
     if not objects or any(o.velocity != (0.0, 0.0) for o in objects):
         return objects
     index = int(rng.integers(len(objects)))
-    velocity = _random_velocity(rng, sc.speed_min, sc.speed_max)
+    velocity = _velocity(rng, sc.speed_min, sc.speed_max, _heading(rng))
     objects[index] = dataclasses.replace(objects[index], velocity=velocity)
     return objects
-
-
-# ----------------------------------------------------------------------------------------------
-# MJCF
-# ----------------------------------------------------------------------------------------------
-def _fmt(values) -> str:
-    return " ".join(f"{float(v):.6g}" for v in values)
-
-
-def _geom_shape(shape: int, size: float) -> tuple[str, list[float], float]:
-    """MuJoCo geom type, size and centre height of a shape."""
-    name = SHAPES[shape]
-    if name == "cube":
-        half = size * 0.95  # a cube looks about as big as a sphere of radius `size`
-        return "box", [half, half, half], half
-    if name == "sphere":
-        return "sphere", [size], size
-    return "cylinder", [size, size * 0.9], size * 0.9
-
-
-# The real frames are much less saturated than CLEVR's palette: measured on the real samples,
-# rubber renders at about 0.34 * palette + 45 (0..255). Base colours are chosen to land there.
-PALETTE_GAIN, PALETTE_OFFSET = 0.34, 45.0
-RUBBER_SHADING = 0.76        # rendered / base colour of lit rubber under our lights, measured
-METAL_DARKENING = 0.8        # metal reads as metal only with a darker base (plus specular)
-
-
-def base_rgb(color: int, material: int) -> np.ndarray:
-    """The MuJoCo base colour (0..1) of an object of this colour and material."""
-    palette = np.asarray(COLOR_RGB[COLORS[color]], dtype=float)
-    rgb = (PALETTE_GAIN * palette + PALETTE_OFFSET) / 255.0 / RUBBER_SHADING
-    if MATERIALS[material] == "metal":
-        rgb = rgb * METAL_DARKENING
-    return np.clip(rgb, 0.0, 1.0)
-
-
-def _material_xml(index: int, obj: ObjectSpec) -> str:
-    rgb = base_rgb(obj.color, obj.material)
-    if MATERIALS[obj.material] == "metal":
-        # Highlight strength (98th percentile / median brightness of an object) measured as in
-        # the real samples: about 1.9 for metal and 1.4 for rubber.
-        look = 'specular="1" shininess="0.4" reflectance="0.4"'
-    else:
-        look = 'specular="0.12" shininess="0.1" reflectance="0"'
-    return f'<material name="mat{index}" rgba="{_fmt(rgb)} 1" {look}/>'
-
-
-def _body_xml(index: int, obj: ObjectSpec, size: float, friction: float) -> str:
-    gtype, gsize, z = _geom_shape(obj.shape, size)
-    half_yaw = obj.yaw / 2
-    quat = (math.cos(half_yaw), 0.0, 0.0, math.sin(half_yaw))
-    pos = (obj.position[0], obj.position[1], z)
-    return (f'<body name="obj{index}" pos="{_fmt(pos)}" quat="{_fmt(quat)}"><freejoint/>'
-            f'<geom name="obj{index}" type="{gtype}" size="{_fmt(gsize)}" material="mat{index}"'
-            f' friction="{friction:.6g} 0.005 0.0001"/></body>')
-
-
-# Key light from the right and slightly behind the scene: shadows fall left and toward the camera,
-# as in the real data. One shadow-casting light, because each one costs a shadow-map pass; its
-# large bulb radius softens the shadow edges as in the real frames.
-KEY_LIGHT_DIRECTION = (-0.58, -0.32, -0.75)
-KEY_LIGHT_DIFFUSE = 0.32
-FILL_LIGHT = ((0.0, -3.0, 4.0), 0.3)   # position, diffuse
-
-
-def _lights_xml(center: np.ndarray) -> str:
-    key = np.asarray(KEY_LIGHT_DIRECTION)
-    lights = [f'<light name="key" directional="true" castshadow="true" bulbradius="1.5" '
-              f'pos="{_fmt(center - 10 * key)}" dir="{_fmt(key)}" '
-              f'diffuse="{_fmt([KEY_LIGHT_DIFFUSE] * 3)}" specular="0.6 0.6 0.6"/>']
-    # A point light above the near floor: light falls off toward the far (top) edge, as in the
-    # real frames.
-    position, diffuse = np.asarray(FILL_LIGHT[0]), FILL_LIGHT[1]
-    lights.append(f'<light name="fill" directional="false" castshadow="false" '
-                  f'pos="{_fmt(position)}" dir="0 0 -1" cutoff="180" attenuation="1 0.15 0" '
-                  f'diffuse="{_fmt([diffuse] * 3)}" specular="0 0 0"/>')
-    return "\n    ".join(lights)
-
-
-def build_mjcf(spec: SceneSpec, settings: GeneratorSettings) -> str:
-    """The MuJoCo XML of a scene: floor, lights, the fixed camera and one free body per object."""
-    camera = make_camera(settings)
-    sc = settings.scene
-    corners = np.array([camera.unproject(u, v) for u in (0, settings.width)
-                        for v in (0, settings.height)])
-    # The shadow map covers `extent` around `center`: sized to the visible floor, it neither
-    # misses far shadows nor wastes resolution (a too large one gives speckled shadows).
-    view_center = (corners.min(0) + corners.max(0)) / 2
-    view_extent = float(np.max(corners.max(0) - corners.min(0))) / 2
-    materials = "\n    ".join(_material_xml(i, o) for i, o in enumerate(spec.objects))
-    bodies = "\n    ".join(_body_xml(i, o, sc.object_size, sc.friction)
-                           for i, o in enumerate(spec.objects))
-    r = settings.render
-    return f"""<mujoco model="physics_scene">
-  <option timestep="{settings.physics.timestep:.6g}" integrator="implicitfast"/>
-  <statistic center="{_fmt(view_center)}" extent="{view_extent:.6g}"/>
-  <visual>
-    <quality shadowsize="{r.shadow_size}" offsamples="{r.offsamples}"/>
-    <headlight ambient="0.45 0.45 0.45" diffuse="0.2 0.2 0.2" specular="0.05 0.05 0.05"/>
-    <map znear="0.01" zfar="4" shadowclip="2"/>
-    <global offwidth="{max(settings.width, 64)}" offheight="{max(settings.height, 64)}"/>
-  </visual>
-  <asset>
-    <material name="floor" rgba="0.555 0.555 0.555 1" specular="0.05" shininess="0.05"/>
-    {materials}
-  </asset>
-  <worldbody>
-    {_lights_xml(view_center)}
-    <geom name="floor" type="plane" size="40 40 0.1" material="floor"
-          friction="{sc.friction:.6g} 0.005 0.0001"/>
-    <camera name="view" pos="{_fmt(camera.position)}"
-            xyaxes="{_fmt(camera.right)} {_fmt(camera.up)}" fovy="{camera.fovy_deg:.6g}"/>
-    {bodies}
-  </worldbody>
-</mujoco>
-"""
