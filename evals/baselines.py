@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from evals.jaccard import jaccard_score
 from tools.core.errors import UserError
-from tools.data.classes import BACKGROUND, NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
+from tools.data.classes import BACKGROUND, NUM_CLASSES, NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
 from tools.data.clevrer import VideoEntry, list_videos, read_frames, read_mask
 from tools.predict.postprocess import present_classes, suppress_absent_mask
 
@@ -92,11 +92,15 @@ Displacements = dict[int, tuple[float, float]]  # class id -> (rows, columns) to
 
 def class_centroids(mask: torch.Tensor) -> dict[int, torch.Tensor]:
     """(row, column) centroid of every object class in an [H, W] mask."""
-    centroids = {}
-    for cls in torch.unique(mask).tolist():
-        if cls != BACKGROUND:
-            centroids[int(cls)] = torch.nonzero(mask == cls).double().mean(0)
-    return centroids
+    height, width = mask.shape
+    ids = mask.long().flatten()
+    areas = torch.bincount(ids, minlength=NUM_CLASSES).double()
+    rows = torch.arange(height, dtype=torch.double).repeat_interleave(width)
+    cols = torch.arange(width, dtype=torch.double).repeat(height)
+    sums = torch.stack([torch.bincount(ids, weights=rows, minlength=NUM_CLASSES),
+                        torch.bincount(ids, weights=cols, minlength=NUM_CLASSES)], dim=1)
+    return {cls: sums[cls] / areas[cls] for cls in torch.nonzero(areas).flatten().tolist()
+            if cls != BACKGROUND}
 
 
 def shift_last_observed(last_mask: torch.Tensor, displacements: Displacements) -> torch.Tensor:
@@ -142,22 +146,31 @@ def true_displacement_prediction(masks_obs: torch.Tensor, mask22: torch.Tensor) 
     return shift_last_observed(masks_obs[-1], displacements)
 
 
-def motion_baseline_scores(videos: Sequence) -> dict[str, float]:
-    """Competition Jaccard at frame 22 of copy-frame-11, constant velocity and the true-displacement
-    ceiling, over the true masks of labeled videos (each a (T>=22, H, W) numpy array or tensor)."""
+def motion_baseline_predictions(videos: Sequence) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Frame-22 masks [N, H, W] of each MOTION_BASELINES predictor, and the true frame-22 masks, from
+    the true masks of labeled videos (each a (T>=22, H, W) numpy array or tensor of class ids)."""
     if not videos:
-        raise UserError("motion_baseline_scores needs at least one video's (22, H, W) masks.")
+        raise UserError("the motion baselines need at least one labeled video's (22, H, W) masks.")
     predictions: dict[str, list[torch.Tensor]] = {name: [] for name in MOTION_BASELINES}
     truth = []
     for masks in videos:
         masks = torch.as_tensor(masks)
+        if masks.dim() != 3 or len(masks) <= TARGET_FRAME:
+            raise UserError(f"the motion baselines need each video's masks as ({NUM_FRAMES}, H, W), got "
+                            f"{tuple(masks.shape)}; pass the full mask.npy of labeled videos.")
         observed, target = masks[:NUM_OBSERVED], masks[TARGET_FRAME]
         predictions["copy_frame11_truth"].append(copy_last_observed(observed))
         predictions["constant_velocity_truth"].append(constant_velocity_prediction(observed))
         predictions["true_displacement_truth"].append(true_displacement_prediction(observed, target))
         truth.append(target)
-    stacked_truth = torch.stack(truth)
-    return {name: jaccard_score(torch.stack(masks), stacked_truth) for name, masks in predictions.items()}
+    return {name: torch.stack(masks) for name, masks in predictions.items()}, torch.stack(truth)
+
+
+def motion_baseline_scores(videos: Sequence) -> dict[str, float]:
+    """Competition Jaccard at frame 22 of copy-frame-11, constant velocity and the true-displacement
+    ceiling (keys MOTION_BASELINES) over the true masks of labeled videos, each (T>=22, H, W)."""
+    predictions, truth = motion_baseline_predictions(videos)
+    return {name: jaccard_score(masks, truth) for name, masks in predictions.items()}
 
 
 # ----------------------------------------------------------------------------- reading a split's truth

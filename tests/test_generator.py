@@ -15,7 +15,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from evals.calibrate_generator import copy_frame_jaccard, video_figures
+from evals.baselines import motion_baseline_scores
+from evals.motion_figures import video_figures
 from tools.core.errors import UserError
 from tools.generator import generate_dataset, settings_from_config
 from tools.generator import render
@@ -232,10 +233,10 @@ def test_calibration_figures_of_a_known_motion():
     moving = [d for d in figures.displacements if d > 0.5]
     assert moving and np.allclose(moving, 2.0)
     assert figures.gains_after_observed and figures.gains_any
-    assert copy_frame_jaccard(np.stack([masks[:, :, :], masks])) == pytest.approx(
-        copy_frame_jaccard(masks))
+    copy = motion_baseline_scores([masks])["copy_frame11_truth"]
+    assert motion_baseline_scores([masks, masks])["copy_frame11_truth"] == pytest.approx(copy)
     still = np.repeat(masks[:1], 22, axis=0)
-    assert copy_frame_jaccard(still) == pytest.approx(1.0)
+    assert motion_baseline_scores([still])["copy_frame11_truth"] == pytest.approx(1.0)
 
 
 def test_metal_is_shinier_than_rubber(tiny_root):
