@@ -29,6 +29,7 @@ from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_fr
 from tools.core.distributed import DistContext, autocast, barrier
 from tools.core.checkpoint import load_checkpoint
 from tools.core.errors import UserError
+from tools.predict.instance_vote import instance_vote
 from tools.predict.postprocess import majority_vote, present_classes, suppress_absent_logits
 from tools.predict.outputs import write_gif, write_video_pngs
 from tools.core.runs import check_recorded_inputs, prepare_run_dir, run_dir_for, write_recorded_inputs
@@ -42,7 +43,8 @@ FUSIONS = ("head", "segmenter", "mean")
 class MaskScorer:
     """Class log-probabilities of RGB frames from the semantic head and/or the segmenter."""
 
-    def __init__(self, predictor: VideoPredictor, segmenter: torch.nn.Module | None, fusion: str, tta: bool) -> None:
+    def __init__(self, predictor: VideoPredictor, segmenter: torch.nn.Module | None, fusion: str, tta: bool,
+                 vote_min_pixels: int | None = None) -> None:
         if fusion not in FUSIONS:
             raise UserError(f"predict.fusion={fusion!r} is unknown; use one of {', '.join(FUSIONS)}")
         if fusion in ("segmenter", "mean") and segmenter is None:
@@ -53,6 +55,7 @@ class MaskScorer:
             raise UserError("a pixel-space model has no semantic head: set predict.segmenter to a --exp segment "
                             "checkpoint (predict.fusion=segmenter)")
         self.predictor, self.segmenter, self.fusion, self.tta = predictor, segmenter, fusion, tta
+        self.vote_min_pixels = vote_min_pixels  # None: per-pixel argmax; else predict.instance_vote
 
     def segmenter_scores(self, rgb01: torch.Tensor) -> torch.Tensor:
         return self.segmenter.segment(rgb01, tta=self.tta, size=self.segmenter.trained_size).float().log_softmax(1)
@@ -72,18 +75,26 @@ class MaskScorer:
     def observed_masks(self, observed01: torch.Tensor) -> torch.Tensor:
         """Masks [T,H,W] of the observed frames [T,3,H,W] in [0,1] (segmenter, else the first stage's head)."""
         if self.segmenter is not None:
-            return self.segmenter_scores(observed01).argmax(1)
+            scores = self.segmenter_scores(observed01)
+            if self.vote_min_pixels is None:
+                return scores.argmax(1)
+            return instance_vote(scores, link_frames=True, min_pixels=self.vote_min_pixels).to(scores.device)
         frames = observed01[None] * 2 - 1
         _, logits = self.predictor.first_stage.decode(self.predictor.first_stage.encode(frames, frames))
         return logits[0].argmax(1)
 
 
-def frame22_mask(scores: torch.Tensor, allowed: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
-    """Per-sample scores [S,49,h,w] -> one uint8 mask [H,W]: resize, suppress, argmax, majority vote."""
+def frame22_mask(scores: torch.Tensor, allowed: torch.Tensor | None, size: tuple[int, int],
+                 vote_min_pixels: int | None = None) -> torch.Tensor:
+    """Per-sample scores [S,49,h,w] -> one uint8 mask [H,W]: resize, suppress, argmax (or the instance vote of
+    each sample when vote_min_pixels is set), majority vote."""
     scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
     if allowed is not None:
         scores = suppress_absent_logits(scores, allowed)
-    return majority_vote(scores.argmax(1)).to(torch.uint8)
+    if vote_min_pixels is None:
+        return majority_vote(scores.argmax(1)).to(torch.uint8)
+    voted = instance_vote(scores, link_frames=False, min_pixels=vote_min_pixels)  # samples are not frames
+    return majority_vote(voted.to(scores.device)).to(torch.uint8)
 
 
 def result_path(out_dir: Path, video_id: int) -> Path:
@@ -129,7 +140,8 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
         from tools.predict.segmenter_io import load_segmenter
 
         segmenter = load_segmenter(str(pcfg.segmenter), ctx.device)
-    scorer = MaskScorer(predictor, segmenter, str(pcfg.fusion), bool(pcfg.get("tta", False)))
+    vote_min_pixels = int(pcfg.get("vote_min_pixels") or 1) if pcfg.get("instance_vote") else None
+    scorer = MaskScorer(predictor, segmenter, str(pcfg.fusion), bool(pcfg.get("tta", False)), vote_min_pixels)
     n_obs = int(predictor.cfg.data.cond_frames)
     targets = [int(t) for t in pcfg.targets]
     dataset = ClevrerDataset(data_path, str(pcfg.split), frame_indices=range(n_obs))
@@ -153,7 +165,7 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
                 allowed = None
                 if pcfg.suppress_absent:
                     allowed = present_classes(scorer.observed_masks(observed[b]), int(pcfg.min_observed_pixels))
-                mask = frame22_mask(scores, allowed, full_size).cpu()
+                mask = frame22_mask(scores, allowed, full_size, vote_min_pixels).cpu()
             torch_save_atomic({"mask": mask, "frames": _to_uint8(rgb[b, 0])},
                               result_path(out_dir, int(item["video_id"])))
         done += len(items)
@@ -165,7 +177,8 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
             "n_samples": n_samples, "sec_per_video": elapsed / done if done else None,
             "peak_mem_gib": peak_memory_gib(ctx.device), "ddpm_checkpoint": str(pcfg.ddpm),
             "segmenter_checkpoint": str(pcfg.segmenter) if pcfg.get("segmenter") else None,
-            "fusion": scorer.fusion, "suppress_absent": bool(pcfg.suppress_absent), "videos": len(entries)}
+            "fusion": scorer.fusion, "suppress_absent": bool(pcfg.suppress_absent), "videos": len(entries),
+            "instance_vote": vote_min_pixels is not None}
     if ctx.is_main:
         assemble_outputs(out_dir, entries, data_path, meta, int(pcfg.get("png_videos", 8)),
                          int(pcfg.get("gif_videos", 4)), n_obs)
