@@ -21,6 +21,7 @@ from tools.core.errors import UserError
 from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir
 from tools.data.clevrer import ClevrerDataset, read_frames
 from tools.data.stage import require_data_path
+from tools.predict.instance_vote import instance_vote
 from tools.predict.segmenter_io import load_segmenter
 
 BEST_CHECKPOINT = "model_best.pth"
@@ -38,10 +39,16 @@ def default_pseudo_label_checkpoint(run_dir: Path) -> Path:
 
 @torch.no_grad()
 def predict_video_masks(model: Segmenter, frames: torch.Tensor, ctx: DistContext, amp: str | None,
-                        tta: bool, chunk: int) -> np.ndarray:
-    """uint8 [T, H, W] class ids of float frames [T, 3, H, W], segmented `chunk` frames at a time."""
+                        tta: bool, chunk: int, vote_min_pixels: int | None = None) -> np.ndarray:
+    """uint8 [T, H, W] class ids of float frames [T, 3, H, W], segmented `chunk` frames at a time; with
+    vote_min_pixels, one class per object over the whole video (tools/predict/instance_vote.py)."""
     with autocast(ctx, amp):
-        return model.masks(frames, tta=tta, batch_size=chunk).numpy()
+        if vote_min_pixels is None:
+            return model.masks(frames, tta=tta, batch_size=chunk).numpy()
+        device = next(model.parameters()).device
+        scores = torch.cat([model.segment(frames[i:i + chunk].to(device), tta=tta, size=model.trained_size)
+                            .float().log_softmax(1).cpu() for i in range(0, len(frames), max(1, chunk))])
+    return instance_vote(scores, link_frames=True, min_pixels=vote_min_pixels).numpy()
 
 
 def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
@@ -62,12 +69,13 @@ def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
               f"{len(entries) - len(pending)} already done; writing to {out_root}")
     tta = bool(cfg.train.get("tta"))
     chunk = int(cfg.pseudo_label.get("batch_frames") or 22)
+    vote = int(cfg.pseudo_label.get("vote_min_pixels") or 1) if cfg.pseudo_label.get("instance_vote") else None
     for entry in tqdm(todo, disable=not ctx.is_main, desc="pseudo-labels", dynamic_ncols=True):
-        masks = predict_video_masks(model, read_frames(entry.path), ctx, cfg.train.get("amp"), tta, chunk)
+        masks = predict_video_masks(model, read_frames(entry.path), ctx, cfg.train.get("amp"), tta, chunk, vote)
         save_npy_atomic(out_root / f"video_{entry.id}" / "mask.npy", masks)
     barrier(ctx)
     if ctx.is_main:
         info = {"checkpoint": str(checkpoint), "data_path": str(root), "split": split, "videos": len(entries),
-                "tta": tta, "format": "video_<id>/mask.npy: uint8 (frames, H, W) class ids 0..48"}
+                "tta": tta, "instance_vote": vote is not None, "format": "video_<id>/mask.npy: uint8 (frames, H, W) class ids 0..48"}
         write_text_atomic(out_root / "info.json", json.dumps(info, indent=2))
     return 0
