@@ -1,0 +1,143 @@
+"""Benchmark of the segmenter: per-frame Jaccard against CPU minutes, on generated val and on real frames.
+
+  python -m evals.benchmark_segmenter --data_path D --real_path ../shared/data/real_samples \\
+      --variant factorised=configs/segmentation/cpu.yaml --variant flat=configs/segmentation/cpu.yaml:model.head=flat \\
+      --minutes 2 5 10 15 --out results/benchmark_segmenter
+
+Each variant is trained on D's train split only (`--exp segment`, in this process) in chunks of `--chunk_steps`
+steps; a run that resumes continues the same training. "CPU minutes" are this process's CPU time (user + system,
+all threads) divided by 2, i.e. minutes of two fully used cores: on a machine shared with other jobs, wall time
+says more about the neighbours than about the segmenter (wall minutes and `uptime` load are recorded too).
+Decoding the frames into memory is done once before timing and reported separately. At the first chunk end past
+each `--minutes` point the EMA weights are scored on every frame of D's val split and of the real videos
+(evals/segmenter_scores.py; the instance-vote rows at the last point only). Writes benchmark.md / .json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+PER_FRAME = "per_frame"
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def parse_variant(text: str) -> tuple[str, str, list[str]]:
+    """'name=config.yaml[:key=value:key=value]' -> (name, config, overrides)."""
+    name, _, rest = text.partition("=")
+    config, *overrides = rest.split(":")
+    return name, config, overrides
+
+
+def train_chunk(name: str, config: str, overrides: list[str], args: argparse.Namespace, steps: int) -> None:
+    import main
+
+    argv = ["--exp", "segment", "--id", f"bench_{name}", "--data", "CLEVRER", "--data_path", args.data_path,
+            "--results_dir", str(args.out), "--pretrain_config", config, "--config_mod",
+            f"train.max_steps={steps}", "train.max_minutes=null", *overrides]
+    if main.main(argv) != 0:
+        raise SystemExit(f"training {name} failed; see the messages above")
+
+
+def evaluate(name: str, args: argparse.Namespace, with_vote: bool) -> dict[str, dict[str, float]]:
+    from evals.segmenter_scores import score_segmenter
+    from tools.predict.segmenter_io import load_segmenter
+
+    model = load_segmenter(args.out / f"segment_bench_{name}_CLEVRER_42" / "model_last.pth")
+    return {"generated_val": score_segmenter(model, args.data_path, "val", vote=with_vote, progress=False),
+            "real": score_segmenter(model, args.real_path, "train", vote=with_vote, progress=False)}
+
+
+def run_variant(name: str, config: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
+    """Train in chunks until the last --minutes point, scoring at each point; the curve as records."""
+    points, records = sorted(args.minutes), []
+    used_cpu, used_wall, steps = 0.0, 0.0, 0
+    while points:
+        steps += args.chunk_steps
+        cpu, wall = cpu_seconds(), time.perf_counter()
+        train_chunk(name, config, overrides, args, steps)
+        used_cpu += cpu_seconds() - cpu
+        used_wall += time.perf_counter() - wall
+        if used_cpu / 120 < points[0]:
+            continue
+        while points and used_cpu / 120 >= points[0]:
+            points.pop(0)
+        scores = evaluate(name, args, with_vote=not points)
+        records.append({"variant": name, "steps": steps, "cpu_minutes_2core": used_cpu / 120,
+                        "wall_minutes": used_wall / 60, "load_average": load_average(), **scores})
+        print(json.dumps(records[-1]), flush=True)
+    return records
+
+
+def warm_cache(config: str, overrides: list[str], args: argparse.Namespace) -> float:
+    """Decode the training frames once (kept in memory for every chunk); returns the seconds it took."""
+    from omegaconf import OmegaConf
+
+    from tools.data.frames import LabeledFrames
+
+    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(overrides))
+    start = time.perf_counter()
+    LabeledFrames(args.data_path, list(cfg.data.train_splits), (int(cfg.data.height), int(cfg.data.width)),
+                  cache=bool(cfg.data.get("cache")), max_videos=cfg.data.get("max_train_videos"))
+    return time.perf_counter() - start
+
+
+def markdown(records: list[dict], cache_seconds: dict[str, float]) -> str:
+    from evals.segmenter_scores import ROW_LABELS
+
+    lines = ["# Segmenter benchmark", "",
+             "CPU minutes = process CPU time / 2 (two fully used cores); trained on generated data only.", "",
+             "| variant | steps | CPU min | wall min | load avg | gen val per-frame | real per-frame |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['variant']} | {r['steps']} | {r['cpu_minutes_2core']:.1f} | {r['wall_minutes']:.1f} | "
+                     f"{r['load_average']} | {r['generated_val'][PER_FRAME]:.3f} | {r['real'][PER_FRAME]:.3f} |")
+    lines += ["", "Last point of each variant:", "", "| variant | row | generated val | real |", "|---|---|---|---|"]
+    for name in dict.fromkeys(r["variant"] for r in records):
+        last = [r for r in records if r["variant"] == name][-1]
+        for key, label in ROW_LABELS.items():
+            if key in last["generated_val"]:
+                lines.append(f"| {name} | {label} | {last['generated_val'][key]:.3f} | "
+                             f"{last['real'].get(key, float('nan')):.3f} |")
+    lines += ["", "Frame decoding into memory (once, not in CPU minutes): " +
+              ", ".join(f"{k} {v:.0f} s" for k, v in cache_seconds.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_path", required=True, help="generated dataset with train/ and val/")
+    parser.add_argument("--real_path", default="../shared/data/real_samples", help="real videos in <path>/train")
+    parser.add_argument("--variant", action="append", required=True, help="name=config.yaml[:key=value...]")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10, 15], help="CPU-minute points")
+    parser.add_argument("--chunk_steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("results/benchmark_segmenter"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    records, cache_seconds = [], {}
+    for name, config, overrides in map(parse_variant, args.variant):
+        cache_seconds[name] = warm_cache(config, overrides, args)
+        records += run_variant(name, config, overrides, args)
+        (args.out / "benchmark.json").write_text(json.dumps(records, indent=2))
+        (args.out / "benchmark.md").write_text(markdown(records, cache_seconds))
+    print((args.out / "benchmark.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Scores of a trained segmenter on the labeled videos of a split: per-frame Jaccard with and without the
+instance vote, and copy-frame-11 with its masks against copy-frame-11 with the true masks.
+
+All Jaccards are the competition's (evals/jaccard.py: torchmetrics multiclass, 49 classes, masks stacked).
+Masks are scored at the videos' own resolution; the network runs at its trained size and its class scores are
+upsampled (Segmenter.segment(size=trained_size)).
+
+`segmenter_rows` is what a report calls: (label, value) rows for one split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm import tqdm
+
+from evals.jaccard import jaccard_score
+from models.segmenter import Segmenter
+from tools.data.classes import NUM_OBSERVED, TARGET_FRAME
+from tools.data.clevrer import list_videos, read_frames, read_mask
+from tools.predict.instance_vote import instance_vote
+
+VOTE_MIN_PIXELS = 8  # full-resolution pixels; as predict.vote_min_pixels
+ROW_LABELS = {
+    "per_frame": "segmenter, per-frame Jaccard (argmax)",
+    "per_frame_vote_frame": "segmenter + instance vote per frame, per-frame Jaccard",
+    "per_frame_vote_video": "segmenter + instance vote linked over each video's frames, per-frame Jaccard",
+    "copy11_truth": "copy frame 11 (true masks), frame-22 Jaccard",
+    "copy11_segmenter": "copy frame 11 (segmenter masks, argmax), frame-22 Jaccard",
+    "copy11_segmenter_vote": "copy frame 11 (segmenter masks, instance vote over frames 1-11), frame-22 Jaccard",
+}
+
+
+@torch.no_grad()
+def video_log_probs(segmenter: Segmenter, frames: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Class log-probabilities [T, 49, H, W] (CPU, float) of frames [T, 3, H, W] in [0, 1], at their resolution."""
+    device = next(segmenter.parameters()).device
+    out = [segmenter.segment(frames[i:i + batch_size].to(device), size=segmenter.trained_size).float()
+           .log_softmax(1).cpu() for i in range(0, len(frames), batch_size)]
+    return torch.cat(out)
+
+
+@dataclass
+class _Collected:
+    predictions: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    truths: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def add(self, name: str, predicted: torch.Tensor, truth: torch.Tensor) -> None:
+        self.predictions.setdefault(name, []).append(predicted.to(torch.uint8))
+        self.truths.setdefault(name, []).append(truth.to(torch.uint8))
+
+    def scores(self) -> dict[str, float]:
+        return {name: jaccard_score(torch.cat(self.predictions[name]), torch.cat(self.truths[name]))
+                for name in self.predictions}
+
+
+def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: bool, min_pixels: int) -> None:
+    frames, masks = read_frames(path), read_mask(path)
+    log_probs = video_log_probs(segmenter, frames)
+    collected.add("per_frame", log_probs.argmax(1), masks)
+    last_observed, target = NUM_OBSERVED - 1, masks[TARGET_FRAME][None]
+    collected.add("copy11_truth", masks[last_observed][None], target)
+    collected.add("copy11_segmenter", log_probs[last_observed].argmax(0)[None], target)
+    if vote:
+        collected.add("per_frame_vote_frame", instance_vote(log_probs, link_frames=False, min_pixels=min_pixels),
+                      masks)
+        collected.add("per_frame_vote_video", instance_vote(log_probs, link_frames=True, min_pixels=min_pixels),
+                      masks)
+        observed = instance_vote(log_probs[:NUM_OBSERVED], link_frames=True, min_pixels=min_pixels)
+        collected.add("copy11_segmenter_vote", observed[last_observed][None], target)
+
+
+def score_segmenter(segmenter: Segmenter, root: str | Path, split: str, video_ids: Sequence[int] | None = None,
+                    vote: bool = True, min_pixels: int = VOTE_MIN_PIXELS, progress: bool = True) -> dict[str, float]:
+    """Jaccards keyed as ROW_LABELS over the labeled videos of root/split (or those of `video_ids`)."""
+    entries = [e for e in list_videos(root, split) if e.has_mask and (video_ids is None or e.id in set(video_ids))]
+    collected = _Collected()
+    segmenter.eval()
+    for entry in tqdm(entries, desc=f"segmenter scores ({split})", disable=not progress, unit="video"):
+        _score_video(segmenter, entry.path, collected, vote, min_pixels)
+    return collected.scores()
+
+
+def segmenter_rows(segmenter: Segmenter, root: str | Path, split: str, video_ids: Sequence[int] | None = None,
+                   min_pixels: int = VOTE_MIN_PIXELS) -> list[tuple[str, float]]:
+    """(label, Jaccard) rows for a report: per-frame with and without the vote, copy frame 11 seg vs true."""
+    scores = score_segmenter(segmenter, root, split, video_ids, True, min_pixels, progress=False)
+    return [(ROW_LABELS[name], scores[name]) for name in ROW_LABELS if name in scores]
