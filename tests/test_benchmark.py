@@ -32,17 +32,17 @@ def test_benchmark_writes_its_table(synthetic_clevrer, tiny_runs, tmp_path, caps
     assert markdown in capsys.readouterr().out
     record = json.loads(out.with_suffix(".json").read_text())
     rows = {row["label"]: row for row in record["rows"]}
-    assert set(rows) == {"latent direct", "latent skip", "pixel (MCVD-style)"}
+    assert set(rows) == {"grid latent direct", "grid latent skip", "pixel (MCVD-style)"}
     for row in rows.values():
         assert 0.0 <= row["jaccard"] <= 1.0 and 0.0 <= row["lpips"] and row["ssim"] <= 1.0
         assert row["fvd"] is not None and row["fvd"] >= 0
         assert row["meta"]["sec_per_video"] > 0 and row["meta"]["peak_mem_gib"] > 0
         assert row["train_sec_per_step"] > 0 and row["resolution"] == [32, 48]
-    assert rows["latent skip"]["meta"]["strategy"] == "skip"
+    assert rows["grid latent skip"]["meta"]["strategy"] == "skip"
     assert set(record["baselines"]) == {"copy_frame11_truth", "copy_frame11_segmenter",
                                         "copy_frame11_segmenter_suppressed", "segment_true_frame22"}
     assert record["context"]["num_videos"] == 2
-    assert "| latent skip | skip x2 |" in markdown and "copy frame 11 (true masks)" in markdown
+    assert "| grid latent skip | skip x2 |" in markdown and "copy frame 11 (true masks)" in markdown
     assert (out.parent / "fvd_cache").is_dir()
 
 
