@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.denoiser import DenoiserCond
-from tools.core.distributed import DistContext, all_reduce_mean, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.core.distributed import DistContext, all_reduce_mean, autocast
 from tools.core.logger import RunLogger
 from tools.core.runs import LAST_CHECKPOINT
 from tools.data.datasets import training_clips, validation_clips
@@ -26,8 +26,8 @@ from tools.diffusion.gaussian import GaussianDiffusion, measure_scale_factor
 from tools.diffusion.precond import Precond
 from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
 from tools.predict.video_predictor import LatentScales, VideoPredictor, build_denoiser
-from tools.train.ema import make_ema
-from tools.train.loop import StageRun, open_stage, optimizer_step, run_stage
+from tools.train.loop import StageRun, open_stage, run_stage
+from tools.train.task import StageTask
 from tools.train.visuals import video_grid
 
 
@@ -35,22 +35,16 @@ def clip_frames(batch: dict, device: torch.device) -> torch.Tensor:
     return batch["frames"].to(device, non_blocking=True) * 2 - 1
 
 
-class DiffusionTask:
+class DiffusionTask(StageTask):
     """One optimisation step of the denoiser on freshly encoded latents of a batch of clips."""
 
     def __init__(self, cfg: DictConfig, ctx: DistContext, record: dict[str, Any]) -> None:
-        self.cfg, self.ctx, self.record = cfg, ctx, record
+        self.record = record
         self.first_stage = build_frozen_first_stage(record, ctx.device)
-        self.model = build_denoiser(cfg, self.first_stage).to(ctx.device)
+        super().__init__(cfg, ctx, build_denoiser(cfg, self.first_stage))
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
-        tcfg = cfg.train
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
-                                           weight_decay=float(tcfg.weight_decay))
-        self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
         self.scales: LatentScales | None = None
-        self.wrapped = wrap_model(self.model, ctx)
         self.precond = Precond(self.wrapped, self.diffusion)
-        self.ema = make_ema(self.wrapped, float(tcfg.ema_decay))
 
     @torch.no_grad()
     def measure_scales(self, batches: list[dict]) -> None:
@@ -99,31 +93,19 @@ class DiffusionTask:
         with autocast(self.ctx, self.cfg.train.get("amp")):
             loss, per_sample, t = self.diffusion.training_loss(
                 lambda x, tt: self.precond.network_output(x, tt, cond), gather_frames(motion, tgt_idx), generator)
-        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
-                       float(self.cfg.train.get("grad_clip") or 0))
-        if self.ema is not None:
-            self.ema.update(self.model)
+        self.step(loss)
         return {"loss": loss.item(), **self.diffusion.loss_by_bucket(t.cpu(), per_sample.cpu())}
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "scales": vars(self.scales), "first_stage": self.record}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
+        return dict(super().state_dict(), scales=vars(self.scales), first_stage=self.record)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state.get("scaler", {}))
+        super().load_state_dict(state)
         self.scales = LatentScales(**state["scales"])
 
     def predictor(self) -> VideoPredictor:
         """A sampler over the EMA weights (a separate copy; training weights stay untouched)."""
-        denoiser = self.ema.inference_copy(self.wrapped) if self.ema is not None else unwrap(self.model).eval()
-        return VideoPredictor(self.first_stage, denoiser, self.cfg, self.scales, self.ctx.device)
+        return VideoPredictor(self.first_stage, self.inference_model().eval(), self.cfg, self.scales, self.ctx.device)
 
 
 def _jaccard(pred: torch.Tensor, true: torch.Tensor) -> float:

@@ -21,15 +21,15 @@ from torch.utils.data import DataLoader
 from models.first_stage import build_first_stage
 from tools.core.checkpoint import check_config_matches, load_checkpoint
 from tools.core.config import to_plain
-from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.core.distributed import DistContext, autocast, unwrap
 from tools.core.errors import UserError
 from tools.core.logger import RunLogger
 from tools.core.runs import LAST_CHECKPOINT
 from tools.data.datasets import training_clips, validation_clips
 from tools.data.stage import require_data_path
 from tools.train.ae_losses import FirstStageLoss, mask_iou, psnr
-from tools.train.ema import make_ema
 from tools.train.loop import isolated_rng, open_stage, optimizer_step, run_stage
+from tools.train.task import StageTask
 from tools.train.visuals import video_grid
 
 
@@ -56,29 +56,23 @@ def average_gradients(module: torch.nn.Module, ctx: DistContext) -> None:
             param.grad /= ctx.world_size
 
 
-class FirstStageTask:
+class FirstStageTask(StageTask):
     """One optimisation step of the autoencoder (and of the discriminators once the GAN is on)."""
 
     def __init__(self, cfg: DictConfig, ctx: DistContext) -> None:
-        self.cfg, self.ctx = cfg, ctx
-        self.model = build_first_stage(cfg).to(ctx.device)
+        model = build_first_stage(cfg)
         self.loss = FirstStageLoss(cfg.loss).to(ctx.device)
         if float(self.loss.config["lpips_weight"]) > 0:
             # Built now rather than at the first step, with its random init kept off the training stream:
             # otherwise a resumed process draws that init once more and its RNG stream diverges.
             with isolated_rng():
                 self.loss.perceptual()
-        tcfg = cfg.train
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
-                                           weight_decay=float(tcfg.weight_decay))
+        super().__init__(cfg, ctx, model)
         disc_params = self.loss.discriminator_parameters()
         gan = cfg.loss.get("gan") or {}
         self.disc_optimizer = torch.optim.AdamW(disc_params, lr=float(gan.get("lr", 1e-4)),
                                                 betas=tuple(gan.get("betas", (0.5, 0.9))),
                                                 weight_decay=0.0) if disc_params else None
-        self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
-        self.wrapped = wrap_model(self.model, ctx)
-        self.ema = make_ema(self.wrapped, float(tcfg.ema_decay))
 
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         frames, observed, masks = split_batch(batch, self.cfg, self.ctx.device)
@@ -87,10 +81,7 @@ class FirstStageTask:
             rgb, mask_logits, latents = self.wrapped(frames, observed)
         loss, logs = self.loss(frames, rgb.float(), mask_logits.float() if mask_logits is not None else None,
                                masks, latents, step, last_layer=self._last_layer())
-        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
-                       float(self.cfg.train.get("grad_clip") or 0))
-        if self.ema is not None:
-            self.ema.update(self.model)
+        self.step(loss)
         if self.disc_optimizer is not None and self.loss.gan_active(step):
             with autocast(self.ctx, self.cfg.train.get("amp")):
                 d_loss, d_logs = self.loss.discriminator_loss(frames, rgb.float(), step)
@@ -104,30 +95,19 @@ class FirstStageTask:
         return model.last_layer() if hasattr(model, "last_layer") else None
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"model": unwrap(self.model).state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
+        state = super().state_dict()
         if self.disc_optimizer is not None:
             state["discriminator"] = self.loss.discriminator.state_dict()
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
+        super().load_state_dict(state, weights_only)
         if weights_only:
             return
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state.get("scaler", {}))
         if self.disc_optimizer is not None and "discriminator" in state:
             self.loss.discriminator.load_state_dict(state["discriminator"])
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
-
-    def inference_model(self) -> torch.nn.Module:
-        """The weights validation and prediction use: a copy holding the EMA weights, or the live model."""
-        return self.ema.inference_copy(self.wrapped) if self.ema is not None else unwrap(self.model)
 
     def start_from_folder(self, folder: str) -> None:
         """GAN finetune: take weights, EMA and optimizer state of a trained first stage (a new step count)."""

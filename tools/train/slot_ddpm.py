@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.slots import STATE_DIM, gather_frame, last_present
-from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.core.distributed import DistContext, autocast
 from tools.core.errors import UserError
 from tools.core.runs import LAST_CHECKPOINT
 from tools.data.classes import TARGET_FRAME
@@ -31,8 +31,8 @@ from tools.diffusion.precond import Precond
 from tools.diffusion.slot_frames import measure_state_scales, pick, slot_condition, to_relative
 from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
 from tools.predict.slot_predictor import SlotPredictor, build_slot_denoiser
-from tools.train.ema import make_ema
-from tools.train.loop import StageRun, open_stage, optimizer_step, run_stage
+from tools.train.loop import StageRun, open_stage, run_stage
+from tools.train.task import StageTask
 
 
 def draw_sets(cfg: DictConfig, batch_size: int, generator: torch.Generator):
@@ -54,21 +54,15 @@ def diffusion_inputs(batch: dict, sets: tuple, scales: torch.Tensor, device: tor
     return cond, to_relative(targets, cond.reference, scales), cond.valid
 
 
-class SlotDiffusionTask:
+class SlotDiffusionTask(StageTask):
     """One optimisation step of the slot transformer on a batch of cached trajectories."""
 
     def __init__(self, cfg: DictConfig, ctx: DistContext, record: dict[str, Any]) -> None:
-        self.cfg, self.ctx, self.record = cfg, ctx, record
+        self.record = record
         self.first_stage = build_frozen_first_stage(record, ctx.device)
-        self.model = build_slot_denoiser(cfg).to(ctx.device)
+        super().__init__(cfg, ctx, build_slot_denoiser(cfg))
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
-        tcfg = cfg.train
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas),
-                                           weight_decay=float(tcfg.weight_decay))
-        self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
-        self.wrapped = wrap_model(self.model, ctx)
         self.precond = Precond(self.wrapped, self.diffusion)
-        self.ema = make_ema(self.wrapped, float(tcfg.ema_decay))
         self.scales: list[float] | None = None
 
     def measure_scales(self, batches: list[dict]) -> None:
@@ -92,31 +86,19 @@ class SlotDiffusionTask:
             loss, per_sample, t = self.diffusion.training_loss(
                 lambda x, tt: self.precond.network_output(x, tt, cond), x0, generator,
                 weight=valid[:, None, :, None])
-        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
-                       float(self.cfg.train.get("grad_clip") or 0))
-        if self.ema is not None:
-            self.ema.update(self.model)
+        self.step(loss)
         return {"loss": loss.item(), **self.diffusion.loss_by_bucket(t.cpu(), per_sample.cpu())}
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "slot_scales": self.scales, "first_stage": self.record}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
+        return dict(super().state_dict(), slot_scales=self.scales, first_stage=self.record)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state.get("scaler") or {})
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
+        super().load_state_dict(state)
         self.scales = list(state["slot_scales"])
 
     def predictor(self) -> SlotPredictor:
         """A sampler over the EMA weights (a separate copy; the training weights stay untouched)."""
-        denoiser = self.ema.inference_copy(self.wrapped) if self.ema is not None else unwrap(self.model).eval()
-        return SlotPredictor(self.first_stage, denoiser, self.cfg, self.scales, self.ctx.device)
+        return SlotPredictor(self.first_stage, self.inference_model().eval(), self.cfg, self.scales, self.ctx.device)
 
 
 @torch.no_grad()

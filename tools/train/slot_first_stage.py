@@ -10,7 +10,6 @@ frame-22 Jaccard of decoding from the TRUE frame-22 states: the ceiling of any d
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +17,12 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.slot_autoencoder import SlotAutoencoder
-from tools.core.distributed import DistContext, autocast, make_grad_scaler, unwrap, wrap_model
+from tools.core.distributed import DistContext, autocast
 from tools.data.classes import TARGET_FRAME
 from tools.data.datasets import training_clips, validation_clips
 from tools.data.stage import require_data_path
-from tools.train.ema import make_ema
-from tools.train.loop import open_stage, optimizer_step, run_stage
+from tools.train.loop import open_stage, run_stage
+from tools.train.task import StageTask
 
 IGNORE = -100
 
@@ -35,17 +34,11 @@ def decodable_targets(masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, masks, torch.full_like(masks, IGNORE))
 
 
-class SlotFirstStageTask:
+class SlotFirstStageTask(StageTask):
     """One optimisation step of the template refiner."""
 
     def __init__(self, cfg: DictConfig, ctx: DistContext) -> None:
-        self.cfg, self.ctx = cfg, ctx
-        self.model = SlotAutoencoder(cfg.model).to(ctx.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(cfg.train.lr),
-                                           weight_decay=float(cfg.train.get("weight_decay") or 0))
-        self.scaler = make_grad_scaler(ctx, cfg.train.get("amp"))
-        self.wrapped = wrap_model(self.model, ctx)
-        self.ema = make_ema(self.wrapped, float(cfg.train.get("ema_decay") or 0))
+        super().__init__(cfg, ctx, SlotAutoencoder(cfg.model))
 
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         frames = batch["frames"].to(self.ctx.device)
@@ -57,28 +50,8 @@ class SlotFirstStageTask:
             log_probs, known = self.wrapped(frames, masks.clamp(min=0), int(self.cfg.data.cond_frames), chosen)
         targets = decodable_targets(masks[:, chosen], known)
         loss = F.nll_loss(log_probs.float().flatten(0, 1), targets.flatten(0, 1), ignore_index=IGNORE)
-        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
-                       float(self.cfg.train.get("grad_clip") or 0))
-        if self.ema is not None:
-            self.ema.update(self.model)
+        self.step(loss)
         return {"loss": float(loss.detach())}
-
-    def inference_model(self) -> SlotAutoencoder:
-        return self.ema.inference_copy(self.wrapped) if self.ema is not None else unwrap(self.model)
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict()}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state.get("scaler") or {})
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
 
 
 @torch.no_grad()

@@ -1,0 +1,56 @@
+"""What every stage's training task holds and does the same way (as edm2's training state): the model, its
+DDP wrapper, AdamW, the grad scaler and the EMA (built after the wrap), one optimizer step, the inference
+copy, and their checkpoint state. A stage subclasses it and adds its loss and its own state."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from tools.core.distributed import DistContext, make_grad_scaler, unwrap, wrap_model
+from tools.train.ema import make_ema
+from tools.train.loop import optimizer_step
+
+
+class StageTask:
+    """model (bare), wrapped (DDP when distributed), optimizer, scaler and ema (None when train.ema_decay is 0)."""
+
+    def __init__(self, cfg: DictConfig, ctx: DistContext, model: nn.Module, ema_warmup: bool = False) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.model = model.to(ctx.device)
+        tcfg = cfg.train
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr),
+                                           betas=tuple(tcfg.get("betas") or (0.9, 0.999)),
+                                           weight_decay=float(tcfg.get("weight_decay") or 0))
+        self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
+        self.wrapped = wrap_model(self.model, ctx)
+        self.ema = make_ema(self.wrapped, float(tcfg.get("ema_decay") or 0), warmup=ema_warmup)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """The optimizer step on `loss` (train.grad_clip applies), then the EMA update."""
+        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
+                       float(self.cfg.train.get("grad_clip") or 0))
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def inference_model(self) -> nn.Module:
+        """The weights validation and prediction use: a copy holding the EMA weights, or the live model."""
+        return self.ema.inference_copy(self.wrapped) if self.ema is not None else unwrap(self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
+        """Restore what state_dict returned (weights_only: the weights and EMA, not the optimizer)."""
+        unwrap(self.model).load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        if not weights_only:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state.get("scaler") or {})
