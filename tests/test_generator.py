@@ -270,3 +270,17 @@ def test_generate_without_a_data_path_is_a_user_error():
 
     with pytest.raises(UserError, match="--data_path"):
         run_generate(tiny_config(), "")
+
+
+def test_masks_only_writes_trajectories_without_frames(tmp_path):
+    settings_cfg = tiny_config(masks_only=True, counts={"train": 2, "val": 0, "unlabeled": 0, "hidden": 0})
+    generate_dataset(settings_cfg, tmp_path / "traj", workers=1)
+    folders = sorted((tmp_path / "traj" / "train").iterdir())
+    assert [f.name for f in folders] == ["video_0", "video_1"]
+    assert all(sorted(p.name for p in f.iterdir()) == ["mask.npy"] for f in folders)
+    full = tmp_path / "full"
+    generate_dataset(tiny_config(counts={"train": 2, "val": 0, "unlabeled": 0, "hidden": 0}), full, workers=1)
+    for folder in folders:  # the same scenes as the full dataset's, masks identical
+        assert np.array_equal(np.load(folder / "mask.npy"), np.load(full / "train" / folder.name / "mask.npy"))
+    with pytest.raises(UserError, match="masks_only"):
+        settings_from_config(tiny_config(masks_only=True))

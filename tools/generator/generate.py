@@ -75,6 +75,9 @@ def _check_settings(s: GeneratorSettings) -> None:
                         "need 1 <= min_objects <= max_objects <= 48")
     if s.workers < 1:
         problems.append(f"workers={s.workers}: must be at least 1")
+    if s.masks_only and (s.counts.unlabeled or s.counts.hidden):
+        problems.append("masks_only=true writes labeled trajectories (mask.npy) only: set counts.unlabeled=0 "
+                        "and counts.hidden=0")
     for split in SPLITS:
         if getattr(s.counts, split) < 0:
             problems.append(f"counts.{split} is negative")
@@ -184,13 +187,13 @@ def video_done(root: Path, job: VideoJob) -> bool:
 
 def write_video(root: Path, settings: GeneratorSettings, job: VideoJob) -> None:
     """Render one video and write it atomically in its split's format."""
-    rgb, masks = render_video(settings, job.video_id)
+    rgb, masks = render_video(settings, job.video_id, with_rgb=not settings.masks_only)
     final = video_dir(root, job)
     temp = final.with_name(TEMP_PREFIX + final.name)
     if temp.exists():
         shutil.rmtree(temp)
     temp.mkdir(parents=True)
-    frames = settings.hidden_frames if job.split == "hidden" else settings.frames
+    frames = 0 if rgb is None else settings.hidden_frames if job.split == "hidden" else settings.frames
     for index in range(frames):
         Image.fromarray(rgb[index]).save(temp / f"image_{index}.png", format="PNG")
     if job.split in LABELED_SPLITS:

@@ -79,6 +79,7 @@ class GeneratorSettings:
     frames: int = 22
     hidden_frames: int = 11
     workers: int = 2
+    masks_only: bool = False  # write mask.npy only (trajectories for the slot route's stage 2), no frames
     min_objects: int = 3
     max_objects: int = 8
     camera: CameraSettings = field(default_factory=CameraSettings)
