@@ -12,12 +12,8 @@ Every baseline predicts frame 22 (index 21) of a video from its observed frames 
 - ``segment_true_frame22``: the segmenter applied to the true frame 22, the ceiling that segmentation
   sets for any predictor of RGB frames (needs the true frame 22 image: not the hidden split).
 
-Motion predictors on true masks (``motion_baseline_scores``), which say how much a model gains by
-moving each frame-11 object rather than copying it:
-
-- ``constant_velocity_truth``: each object's frame-11 pixels shifted by 11 x its last observed step.
-- ``true_displacement_truth``: each object's frame-11 pixels shifted by its true 11->22 centroid
-  displacement, the ceiling of any "move the frame-11 shape" predictor (not a baseline one can run).
+The motion predictors on true masks (constant velocity, the true-displacement ceiling) are in
+evals/motion_baselines.py; their rows join the table whenever the true masks allow copying frame 11.
 """
 from __future__ import annotations
 
@@ -29,13 +25,14 @@ import torch
 from tqdm import tqdm
 
 from evals.jaccard import jaccard_score
+from evals.motion_baselines import (MOTION_BASELINES, constant_velocity_prediction, copy_last_observed,
+                                    true_displacement_prediction)
 from tools.core.errors import UserError
-from tools.data.classes import BACKGROUND, NUM_CLASSES, NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
+from tools.data.classes import NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
 from tools.data.clevrer import VideoEntry, list_videos, read_frames, read_mask
 from tools.predict.postprocess import present_classes, suppress_absent_mask
 
 # Frames from the last observed one (frame 11) to the predicted one (frame 22).
-PREDICTION_HORIZON = TARGET_FRAME - (NUM_OBSERVED - 1)
 HIDDEN_TRUTH_DIR = "hidden_truth"
 HIDDEN_MASKS_FILE = "hidden_masks.pt"
 DEFAULT_SEGMENTER_MIN_PIXELS = 5  # as predict.min_observed_pixels
@@ -48,19 +45,9 @@ BASELINE_LABELS = {
     "constant_velocity_truth": "shift frame 11 by constant velocity (true masks)",
     "true_displacement_truth": "shift frame 11 by the true 11->22 displacement (true masks, ceiling)",
 }
-MOTION_BASELINES = ("copy_frame11_truth", "constant_velocity_truth", "true_displacement_truth")
 
 
 # ----------------------------------------------------------------------------- the baselines themselves
-
-def copy_last_observed(masks_obs: torch.Tensor) -> torch.Tensor:
-    """The last observed mask as the frame-22 prediction: [..., T, H, W] -> [..., H, W].
-
-    Given frames 0-10, that is frame index 10 (frame 11)."""
-    if masks_obs.dim() < 3:
-        raise ValueError(f"observed masks must be [..., T, H, W], got {tuple(masks_obs.shape)}")
-    return masks_obs[..., -1, :, :].clone()
-
 
 def copy_last_observed_suppressed(masks_obs: torch.Tensor, min_pixels: int = 1) -> torch.Tensor:
     """copy_last_observed, with classes that cover fewer than `min_pixels` pixels in every observed
@@ -83,94 +70,6 @@ def segment_true_frame(segmenter: torch.nn.Module, frame21: torch.Tensor, batch_
                        tta: bool = False) -> torch.Tensor:
     """The segmentation ceiling: masks [N, H, W] of the true frames 22 [N, 3, H, W] in [0, 1]."""
     return segment_frames(segmenter, frame21, batch_size, tta)
-
-
-# ----------------------------------------------------------------------------- motion predictors (true masks)
-
-Displacements = dict[int, tuple[float, float]]  # class id -> (rows, columns) to move by
-
-
-def class_centroids(mask: torch.Tensor) -> dict[int, torch.Tensor]:
-    """(row, column) centroid of every object class in an [H, W] mask."""
-    height, width = mask.shape
-    ids = mask.long().flatten()
-    areas = torch.bincount(ids, minlength=NUM_CLASSES).double()
-    rows = torch.arange(height, dtype=torch.double).repeat_interleave(width)
-    cols = torch.arange(width, dtype=torch.double).repeat(height)
-    sums = torch.stack([torch.bincount(ids, weights=rows, minlength=NUM_CLASSES),
-                        torch.bincount(ids, weights=cols, minlength=NUM_CLASSES)], dim=1)
-    return {cls: sums[cls] / areas[cls] for cls in torch.nonzero(areas).flatten().tolist()
-            if cls != BACKGROUND}
-
-
-def shift_last_observed(last_mask: torch.Tensor, displacements: Displacements) -> torch.Tensor:
-    """The [H, W] mask with each class's pixels moved by its rounded displacement.
-
-    Classes without a displacement are dropped, as are pixels moved out of the frame. Objects are
-    drawn from the top of the image down, so where shifted objects overlap the one nearer the camera
-    (lower in the image) wins, as it would occlude the other; ties go to the larger class id."""
-    height, width = last_mask.shape
-    out = torch.zeros_like(last_mask)
-    centroids = class_centroids(last_mask)
-    drawn = [cls for cls in displacements if cls in centroids]
-    order = sorted(drawn, key=lambda cls: (float(centroids[cls][0]) + displacements[cls][0], cls))
-    for cls in order:
-        rows, cols = torch.nonzero(last_mask == cls, as_tuple=True)
-        rows = rows + round(displacements[cls][0])
-        cols = cols + round(displacements[cls][1])
-        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-        out[rows[inside], cols[inside]] = cls
-    return out
-
-
-def constant_velocity_prediction(masks_obs: torch.Tensor, horizon: int = PREDICTION_HORIZON) -> torch.Tensor:
-    """Frame-22 mask [H, W] from observed masks [T, H, W]: every object of the last observed frame keeps
-    the centroid velocity of its last observed step for `horizon` frames (an object seen in the last
-    frame only, having just entered, stays where it is)."""
-    if masks_obs.dim() != 3 or len(masks_obs) < 2:
-        raise ValueError(f"observed masks must be [T>=2, H, W], got {tuple(masks_obs.shape)}")
-    before, last = class_centroids(masks_obs[-2]), class_centroids(masks_obs[-1])
-    displacements = {}
-    for cls, centroid in last.items():
-        step = centroid - before[cls] if cls in before else torch.zeros(2, dtype=torch.double)
-        displacements[cls] = (float(step[0]) * horizon, float(step[1]) * horizon)
-    return shift_last_observed(masks_obs[-1], displacements)
-
-
-def true_displacement_prediction(masks_obs: torch.Tensor, mask22: torch.Tensor) -> torch.Tensor:
-    """The ceiling of moving frame-11 shapes: each object of the last observed mask [T, H, W] shifted by
-    its true centroid displacement to the frame-22 mask [H, W]; objects absent from frame 22 are dropped."""
-    last, target = class_centroids(masks_obs[-1]), class_centroids(mask22)
-    displacements = {cls: tuple((target[cls] - centroid).tolist()) for cls, centroid in last.items()
-                     if cls in target}
-    return shift_last_observed(masks_obs[-1], displacements)
-
-
-def motion_baseline_predictions(videos: Sequence) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Frame-22 masks [N, H, W] of each MOTION_BASELINES predictor, and the true frame-22 masks, from
-    the true masks of labeled videos (each a (T>=22, H, W) numpy array or tensor of class ids)."""
-    if not videos:
-        raise UserError("the motion baselines need at least one labeled video's (22, H, W) masks.")
-    predictions: dict[str, list[torch.Tensor]] = {name: [] for name in MOTION_BASELINES}
-    truth = []
-    for masks in videos:
-        masks = torch.as_tensor(masks)
-        if masks.dim() != 3 or len(masks) <= TARGET_FRAME:
-            raise UserError(f"the motion baselines need each video's masks as ({NUM_FRAMES}, H, W), got "
-                            f"{tuple(masks.shape)}; pass the full mask.npy of labeled videos.")
-        observed, target = masks[:NUM_OBSERVED], masks[TARGET_FRAME]
-        predictions["copy_frame11_truth"].append(copy_last_observed(observed))
-        predictions["constant_velocity_truth"].append(constant_velocity_prediction(observed))
-        predictions["true_displacement_truth"].append(true_displacement_prediction(observed, target))
-        truth.append(target)
-    return {name: torch.stack(masks) for name, masks in predictions.items()}, torch.stack(truth)
-
-
-def motion_baseline_scores(videos: Sequence) -> dict[str, float]:
-    """Competition Jaccard at frame 22 of copy-frame-11, constant velocity and the true-displacement
-    ceiling (keys MOTION_BASELINES) over the true masks of labeled videos, each (T>=22, H, W)."""
-    predictions, truth = motion_baseline_predictions(videos)
-    return {name: jaccard_score(masks, truth) for name, masks in predictions.items()}
 
 
 # ----------------------------------------------------------------------------- reading a split's truth
@@ -270,8 +169,12 @@ def baseline_predictions(videos: SplitVideos, segmenter: torch.nn.Module | None 
     for entry in tqdm(videos.entries, desc=f"baselines ({videos.split})", disable=not progress, unit="video"):
         full = full_truth_masks(videos, entry) if can_copy_truth else None
         can_copy_truth = full is not None
-        if full is not None:
-            rows.setdefault("copy_frame11_truth", []).append(copy_last_observed(full[:NUM_OBSERVED]))
+        if full is not None:  # the motion baselines of the true masks: copy, constant velocity, ceiling
+            observed = full[:NUM_OBSERVED].long()
+            rows.setdefault("copy_frame11_truth", []).append(copy_last_observed(observed))
+            rows.setdefault("constant_velocity_truth", []).append(constant_velocity_prediction(observed))
+            rows.setdefault("true_displacement_truth", []).append(
+                true_displacement_prediction(observed, full[TARGET_FRAME].long()))
         if segmenter is None:
             continue
         observed = _observed_segmentations(segmenter, entry, batch_size, tta)
@@ -282,7 +185,8 @@ def baseline_predictions(videos: SplitVideos, segmenter: torch.nn.Module | None 
             true_frame = read_frames(entry.path, [TARGET_FRAME])
             rows.setdefault("segment_true_frame22", []).append(segment_true_frame(segmenter, true_frame)[0])
     if not can_copy_truth:
-        rows.pop("copy_frame11_truth", None)
+        for name in MOTION_BASELINES:
+            rows.pop(name, None)
     return {name: torch.stack(masks) for name, masks in rows.items()}
 
 

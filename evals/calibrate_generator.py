@@ -29,7 +29,7 @@ import numpy as np
 from natsort import natsorted
 from omegaconf import OmegaConf
 
-from evals.baselines import motion_baseline_predictions
+from evals.motion_baselines import motion_baseline_predictions
 from evals.jaccard import jaccard_score, per_video_jaccard
 from evals.motion_figures import STILL_PIXELS, VideoFigures, video_figures
 from tools.core.errors import UserError

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from evals.baselines import (constant_velocity_prediction, motion_baseline_scores, shift_last_observed,
+from evals.motion_baselines import (constant_velocity_prediction, motion_baseline_scores, shift_last_observed,
                              true_displacement_prediction)
 from evals.calibrate_generator import (CONSTANT_VELOCITY, COPY, SPEED_RATIO, STILL_STARTED, VELOCITY_GAIN,
                                        markdown_table, summarize)
