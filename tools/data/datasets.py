@@ -84,7 +84,9 @@ def validation_clips(cfg: DictConfig, count: int) -> Dataset | None:
     """Up to `count` held-out clips (the val split for CLEVRER, the test list for UCF-101), or None."""
     if cfg.run.data == "CLEVRER":
         split = cfg.data.get("val_split", "val")
-        if not (Path(str(cfg.run.data_path)) / split).is_dir():
+        folder = Path(str(cfg.run.data_path)) / split
+        if not folder.is_dir() or not any(p.name.startswith("video_") for p in folder.iterdir()):
+            print(f"note: no videos in the '{split}' split of {cfg.run.data_path}; training without validation")
             return None
         dataset = _clevrer_split(str(cfg.run.data_path), split, cfg, int(cfg.data.frames))
     elif cfg.run.data == "UCF101":
