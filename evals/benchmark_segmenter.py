@@ -63,17 +63,21 @@ def evaluate(name: str, args: argparse.Namespace, with_vote: bool) -> dict[str, 
 
 def run_variant(name: str, config: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
     """Train in chunks until the last --minutes point, scoring at each point; the curve as records."""
-    points, records = sorted(args.minutes), []
+    points, records = sorted(args.at_steps or args.minutes), []
     used_cpu, used_wall, steps = 0.0, 0.0, 0
+
+    def progress() -> float:  # in the units of the points
+        return steps if args.at_steps else used_cpu / 120
+
     while points:
         steps += args.chunk_steps
         cpu, wall = cpu_seconds(), time.perf_counter()
         train_chunk(name, config, overrides, args, steps)
         used_cpu += cpu_seconds() - cpu
         used_wall += time.perf_counter() - wall
-        if used_cpu / 120 < points[0]:
+        if progress() < points[0]:
             continue
-        while points and used_cpu / 120 >= points[0]:
+        while points and progress() >= points[0]:
             points.pop(0)
         scores = evaluate(name, args, with_vote=not points)
         records.append({"variant": name, "steps": steps, "cpu_minutes_2core": used_cpu / 120,
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real_path", default="../shared/data/real_samples", help="real videos in <path>/train")
     parser.add_argument("--variant", action="append", required=True, help="name=config.yaml[:key=value...]")
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10, 15], help="CPU-minute points")
+    parser.add_argument("--at_steps", type=int, nargs="+", help="score at these steps instead of --minutes")
     parser.add_argument("--chunk_steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/benchmark_segmenter"))
