@@ -120,3 +120,22 @@ def test_slot_stage2_trains_samples_and_resumes_with_the_same_step(tmp_path, syn
     observed = [set(read_mask(e.path)[:11].unique().tolist()) for e in list_videos(synthetic_clevrer, "val")]
     for mask, classes in zip(submission, observed):
         assert set(mask.unique().tolist()) <= classes  # only classes seen in frames 1-11
+
+
+def test_slot_cache_is_reused_and_grows_with_the_split(tmp_path, synthetic_clevrer):
+    import shutil
+
+    from tools.data.slot_cache import build_slot_cache, slot_trajectories
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_clevrer / "train", data / "train")
+    first = build_slot_cache(data, "train", tmp_path / "cache", progress=False)
+    assert build_slot_cache(data, "train", tmp_path / "cache", progress=False) == first
+    shutil.copytree(synthetic_clevrer / "val" / "video_3", data / "train" / "video_3")
+    grown = build_slot_cache(data, "train", tmp_path / "cache", progress=False)
+    assert grown != first and not first.exists()
+    trajectories = slot_trajectories([(data, "train")], tmp_path / "cache", progress=False)
+    assert trajectories.video_ids == [0, 1, 2, 3] and trajectories.states.shape[1:] == (22, 48, 7)
+    item = trajectories[3]
+    masks = read_mask(data / "train" / "video_3").long()
+    assert torch.equal(item["states"], mask_states(masks))

@@ -2,8 +2,8 @@
 
 Per video: states [22, 48, 7] (models/slots.py) and per-frame object codes [22, 48, 64] (8 x 8 templates,
 tools/diffusion/slot_frames.py), about 100 KB, so thousands of trajectories fit in memory and a training
-step reads no PNG and no mask. The cache lives in `<results>/slot_cache/` (the dataset is never written to)
-and is rebuilt when the split's video ids or mask files change.
+step reads no PNG and no mask. The cache lives in `<results>/slot_cache/` (the dataset is never written to);
+when the split's videos change, only new or rewritten videos are computed.
 """
 from __future__ import annotations
 
@@ -21,17 +21,31 @@ from tools.data.classes import NUM_CLASSES
 from tools.data.clevrer import list_videos, read_mask
 from tools.diffusion.slot_frames import frame_codes
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 CODE_LEVELS = 255  # codes are occupancies in [0, 1], stored as uint8
 
 
-def _fingerprint(entries: list) -> str:
-    """Video ids and mask file sizes and times: a changed split gets a new cache."""
-    digest = hashlib.sha1(f"v{CACHE_VERSION}".encode())
-    for entry in entries:
-        stat = (Path(entry.path) / "mask.npy").stat()
-        digest.update(f"{entry.id}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()[:16]
+def _video_key(entry) -> str:
+    """A video's id and its mask file's size and time: a rewritten mask gets a new key."""
+    stat = (Path(entry.path) / "mask.npy").stat()
+    return f"{entry.id}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _fingerprint(keys: list[str]) -> str:
+    return hashlib.sha1(f"v{CACHE_VERSION};{';'.join(keys)}".encode()).hexdigest()[:16]
+
+
+def _earlier_rows(cache_dir: Path, prefix: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Rows of earlier caches of the same split by video key, so a grown split only computes its new videos."""
+    rows = {}
+    for old in cache_dir.glob(f"{prefix}_*.pt"):
+        try:
+            cache = torch.load(old, map_location="cpu", weights_only=True)
+        except Exception:  # a cache from another version or a torn file: computed again
+            continue
+        if cache.get("version") == CACHE_VERSION:
+            rows.update({key: (s, c) for key, s, c in zip(cache["keys"], cache["states"], cache["codes"])})
+    return rows
 
 
 @torch.no_grad()
@@ -48,22 +62,26 @@ def build_slot_cache(root: str | Path, split: str, cache_dir: str | Path, progre
     if not entries:
         raise UserError(f"split '{split}' of {root} holds no video with mask.npy; the slot route's stage 2 "
                         f"trains on labeled (or generated) videos: check --data_path and data.labeled_splits")
-    name = hashlib.sha1(str(Path(root).resolve() / split).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / f"{split}_{name}_{_fingerprint(entries)}.pt"
+    prefix = f"{split}_{hashlib.sha1(str(Path(root).resolve() / split).encode()).hexdigest()[:12]}"
+    keys = [_video_key(entry) for entry in entries]
+    path = Path(cache_dir) / f"{prefix}_{_fingerprint(keys)}.pt"
     if path.is_file():
         return path
-    states, codes = [], []
+    earlier = _earlier_rows(Path(cache_dir), prefix)
+    todo = [(key, entry) for key, entry in zip(keys, entries) if key not in earlier]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-video tensors are small: extra threads only contend (3x slower measured)
     try:
-        for entry in tqdm(entries, desc=f"slot states of {split}", disable=not progress, dynamic_ncols=True):
-            video_states, video_codes = video_slots(read_mask(entry.path).long())
-            states.append(video_states)
-            codes.append(video_codes)
+        for key, entry in tqdm(todo, desc=f"slot states of {split}", disable=not progress, dynamic_ncols=True):
+            earlier[key] = video_slots(read_mask(entry.path).long())
     finally:
         torch.set_num_threads(threads)
-    torch_save_atomic({"version": CACHE_VERSION, "video_ids": [e.id for e in entries],
-                       "states": torch.stack(states), "codes": torch.stack(codes)}, path)
+    torch_save_atomic({"version": CACHE_VERSION, "video_ids": [e.id for e in entries], "keys": keys,
+                       "states": torch.stack([earlier[k][0] for k in keys]),
+                       "codes": torch.stack([earlier[k][1] for k in keys])}, path)
+    for old in Path(cache_dir).glob(f"{prefix}_*.pt"):  # superseded by the one just written
+        if old != path:
+            old.unlink()
     return path
 
 
