@@ -81,3 +81,19 @@ def test_linked_tracks_hold_one_component_per_frame_and_fragments_are_absorbed()
     labels = [frame_components(f.log_softmax(0).numpy()) for f in scores]
     tracks = build_tracks(labels, link=True)
     assert all(len({frame for frame, _ in track}) == len(track) for track in tracks)
+
+
+def test_predict_frame22_mask_votes_each_sample_then_takes_the_majority():
+    from tools.predict.predict import frame22_mask
+
+    scores = _scores(3)
+    for sample in range(3):
+        second = RED_SPHERE if sample == 2 else RED_CUBE  # one sample prefers the sphere on half the blob
+        _paint(scores, sample, slice(4, 12), slice(4, 12), {RED_CUBE: 0.0, RED_SPHERE: -1.0})
+        scores[sample, second, 4:8, 4:12] = 0.5
+    plain = frame22_mask(scores, None, (H, W))
+    voted = frame22_mask(scores, None, (H, W), vote_min_pixels=1)
+    assert voted.dtype == torch.uint8 and voted[4:12, 4:12].unique().tolist() == [RED_CUBE]
+    assert plain[4:12, 4:12].unique().tolist() == [RED_CUBE]  # majority over samples already agrees here
+    single = frame22_mask(scores[2:], None, (H, W), vote_min_pixels=1)
+    assert len(single[4:12, 4:12].unique()) == 1  # the vote keeps one class for the object
