@@ -41,9 +41,8 @@ def frame_components(log_probs: np.ndarray, split: str = "colour", min_pixels: i
     if split not in SPLITS:
         raise ValueError(f"instance vote split={split!r} is unknown; use one of {SPLITS}")
     objects = log_probs[1:]
-    peak = objects.max(0)
-    foreground_logp = peak + np.log(np.exp(objects - peak).sum(0))
-    foreground = foreground_logp > log_probs[0]
+    # logaddexp keeps classes suppressed to -inf (predict.suppress_absent) harmless.
+    foreground = np.logaddexp.reduce(objects, axis=0) > log_probs[0]
     if split == "none":
         labels, _ = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
     else:
