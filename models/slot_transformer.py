@@ -39,6 +39,8 @@ class SlotCond:
     classes: Tensor      # [B, S] long class ids (1..48)
     codes: Tensor        # [B, S, C] object codes
     valid: Tensor        # [B, S] bool: a real slot (else padding)
+    ref_frame: Tensor | None = None  # [B, S] frame index of each slot's reference state
+    history: Tensor | None = None    # [B, S, H * (D + 1)] recent relative states and their frame offsets
     context: Tensor | None = None  # [B, S, W] slot summaries of the context encoder, once computed
 
     def unconditional(self) -> "SlotCond":
@@ -67,7 +69,8 @@ class SlotTransformer(nn.Module):
     """(noisy target states [B, Tt, S, D], noise level [B], SlotCond) -> the parameterised output [B, Tt, S, D]."""
 
     def __init__(self, state_dim: int = 7, code_dim: int = 64, width: int = 128, depth: int = 4,
-                 context_depth: int = 2, heads: int = 4, num_classes: int = 49, dropout: float = 0.0) -> None:
+                 context_depth: int = 2, heads: int = 4, num_classes: int = 49, dropout: float = 0.0,
+                 history_steps: int = 4) -> None:
         super().__init__()
         if width % heads or width % 2:
             raise ModelConfigError(f"model.width={width} must be even and divisible by model.heads={heads}")
@@ -75,6 +78,8 @@ class SlotTransformer(nn.Module):
         self.observed_in = nn.Linear(2 * state_dim, width)
         self.target_in = nn.Linear(2 * state_dim, width)
         self.code_in = nn.Linear(code_dim, width)
+        self.history_in = nn.Sequential(nn.Linear(history_steps * (state_dim + 1), width), nn.SiLU(),
+                                        nn.Linear(width, width))
         self.class_embedding = nn.Embedding(num_classes, width)
         self.kind_embedding = nn.Embedding(2, width)
         self.frame_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
@@ -103,8 +108,8 @@ class SlotTransformer(nn.Module):
         hidden = self.context_blocks(tokens.reshape(batch, -1, self.width), src_key_padding_mask=padding)
         weights = seen.float().reshape(batch, n_obs, slots, 1)
         pooled = (hidden.reshape(batch, n_obs, slots, -1) * weights).sum(1) / weights.sum(1).clamp(min=1)
-        return pooled + self._slot_features(cond) + self.observed_in(torch.cat([torch.zeros_like(
-            cond.reference), cond.reference], -1).float())
+        return (pooled + self._slot_features(cond) + self.history_in(cond.history.float())
+                + self.observed_in(torch.cat([torch.zeros_like(cond.reference), cond.reference], -1).float()))
 
     def forward(self, x_noisy: Tensor, noise_level: Tensor, cond: SlotCond) -> Tensor:
         batch, n_tgt, slots, dim = x_noisy.shape
@@ -114,8 +119,9 @@ class SlotTransformer(nn.Module):
         context = cond.context if cond.context is not None else self.encode_context(cond)
         reference = cond.reference[:, None].float()
         noise = self.noise_mlp(sinusoidal(noise_level, self.width))[:, None, None]
+        ahead = cond.tgt_idx[:, :, None] - cond.ref_frame[:, None]  # frames from each slot's reference
         target = (self.target_in(torch.cat([x_noisy.float(), reference.expand_as(x_noisy)], -1))
-                  + self._slot_features(cond)[:, None] + self._frame_features(cond.tgt_idx, TARGET)[:, :, None] + noise)
+                  + self._slot_features(cond)[:, None] + self._frame_features(ahead, TARGET) + noise)
         tokens = torch.cat([context, target.reshape(batch, -1, self.width)], 1)
         absent = ~cond.valid
         padding = torch.cat([absent, absent[:, None].expand(batch, n_tgt, slots).reshape(batch, -1)], 1).clone()

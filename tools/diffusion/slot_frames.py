@@ -15,6 +15,7 @@ from models.slot_transformer import SlotCond
 from models.slots import gather_frame, last_present, sample_templates
 
 CODE_SIZE = 8          # object codes for stage 2: the class's mask template at 8 x 8 (64 numbers)
+HISTORY_STEPS = 4     # recent observed states per slot given to the denoiser directly
 PRESENCE_SCALE = 0.5   # relative presence is 0 or -1; this makes it +-2 in the model's units
 
 
@@ -57,8 +58,31 @@ def slot_condition(observed: Tensor, codes: Tensor, obs_idx: Tensor, obs_keep: T
     reference = gather_frame(obs, last) * valid[..., None]
     code = pick(codes, slots, 1) * valid[..., None]
     relative = (obs - reference[:, None]) / scales * visible[..., None]
-    cond = SlotCond(relative, visible, obs_idx, obs_keep, tgt_idx, reference, slots + 1, code, valid)
+    ref_frame = obs_idx.gather(1, last.clamp(min=0)) * valid
+    history = recent_history(relative, visible, obs_idx, ref_frame)
+    cond = SlotCond(relative, visible, obs_idx, obs_keep, tgt_idx, reference, slots + 1, code, valid,
+                    ref_frame=ref_frame, history=history)
     return cond, slots
+
+
+def recent_history(relative: Tensor, visible: Tensor, obs_idx: Tensor, ref_frame: Tensor,
+                   steps: int = HISTORY_STEPS) -> Tensor:
+    """Each slot's last `steps` visible observed states (relative, model units) with their frame offsets from
+    the reference frame (/10), newest first, zeros where there are fewer: [B, S, steps * (D + 1)].
+
+    The explicit recent trajectory gives the denoiser velocity and deceleration without having to find them
+    through attention over all observed tokens."""
+    batch, n_obs, slots, dim = relative.shape
+    order = torch.arange(n_obs, device=relative.device).view(1, n_obs, 1).expand(batch, n_obs, slots)
+    rank = torch.where(visible, order, torch.full_like(order, -1)).argsort(dim=1, descending=True)[:, :steps]
+    picked = relative.gather(1, rank[..., None].expand(-1, -1, -1, dim))            # [B, steps, S, D]
+    seen = visible.gather(1, rank)                                                   # [B, steps, S]
+    frames = obs_idx[:, :, None].expand(batch, n_obs, slots).gather(1, rank)
+    offset = (frames - ref_frame[:, None]).float() / 10.0
+    features = torch.cat([picked, offset[..., None]], -1) * seen[..., None]
+    if features.shape[1] < steps:  # fewer observed frames than steps
+        features = torch.cat([features, features.new_zeros(batch, steps - features.shape[1], slots, dim + 1)], 1)
+    return features.permute(0, 2, 1, 3).reshape(batch, slots, steps * (dim + 1))
 
 
 def to_relative(targets: Tensor, reference: Tensor, scales: Tensor) -> Tensor:

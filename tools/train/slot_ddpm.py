@@ -60,7 +60,7 @@ class SlotDiffusionTask(StageTask):
     def __init__(self, cfg: DictConfig, ctx: DistContext, record: dict[str, Any]) -> None:
         self.record = record
         self.first_stage = build_frozen_first_stage(record, ctx.device)
-        super().__init__(cfg, ctx, build_slot_denoiser(cfg))
+        super().__init__(cfg, ctx, build_slot_denoiser(cfg), ema_warmup=True)
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
         self.precond = Precond(self.wrapped, self.diffusion)
         self.scales: list[float] | None = None
