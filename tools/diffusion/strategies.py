@@ -7,7 +7,7 @@ The competition case is observed 0-10 (frames 1-11) and target 21 (frame 22).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -162,3 +162,22 @@ def run_plan(plan: Plan, known: dict[int, Tensor], generate: Callable[[list[int]
             raise ValueError(f"generate returned {generated.shape[1]} frames for targets {tgt_idx}")
         frames.update({i: generated[:, k] for k, i in enumerate(tgt_idx)})
     return frames
+
+
+def complete_targets(known: dict[int, Tensor], targets: Sequence[int], n_obs: int, inference_cfg: Any,
+                     generate: Callable[[list[int], list[int], Tensor], Tensor],
+                     strategy: str | None = None) -> dict[int, Tensor]:
+    """Every target frame generated with the config's inference strategy (`inference.strategy` and
+    `inference.strategy_options`, or `strategy`), reusing frames earlier plans already produced."""
+    from omegaconf import OmegaConf
+
+    name = strategy or str(inference_cfg.strategy)
+    options = inference_cfg.get("strategy_options")
+    options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+    for target in targets:
+        if target in known:
+            continue
+        plan = get_strategy(name, **options).steps(n_total=max(max(targets) + 1, n_obs), observed=range(n_obs),
+                                                    target=target)
+        known = run_plan(plan, known, generate)
+    return known

@@ -23,7 +23,7 @@ from tools.diffusion.gaussian import GaussianDiffusion
 from tools.diffusion.precond import Precond
 from tools.diffusion.samplers import sample
 from tools.diffusion.slot_frames import frame_codes, from_relative, scatter_slots, slot_condition
-from tools.diffusion.strategies import get_strategy, run_plan
+from tools.diffusion.strategies import complete_targets
 from tools.predict.first_stage_io import build_frozen_first_stage
 from tools.predict.postprocess import majority_vote
 
@@ -100,15 +100,8 @@ class SlotPredictor:
         states = states.repeat_interleave(n_samples, 0)
         slot_codes = slot_codes.repeat_interleave(n_samples, 0)
         known = {i: states[:, i] for i in range(n_obs)}
-        name = strategy or str(self.cfg.inference.strategy)
-        options = self.cfg.inference.get("strategy_options")
-        options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
-        for target in targets:
-            if target in known:
-                continue
-            plan = get_strategy(name, **options).steps(n_total=max(max(targets) + 1, n_obs),
-                                                        observed=range(n_obs), target=target)
-            known = run_plan(plan, known, lambda o, t, obs: self.sample_targets(obs, o, t, slot_codes, generator, amp))
+        known = complete_targets(known, targets, n_obs, self.cfg.inference,
+                                 lambda o, t, obs: self.sample_targets(obs, o, t, slot_codes, generator, amp), strategy)
         sampled = torch.stack([known[i] for i in targets], dim=1)
         return sampled.reshape(batch, n_samples, *sampled.shape[1:])
 

@@ -20,7 +20,7 @@ from tools.core.errors import UserError
 from tools.predict.first_stage_io import build_frozen_first_stage
 from tools.diffusion.precond import Precond
 from tools.diffusion.samplers import sample
-from tools.diffusion.strategies import get_strategy, run_plan
+from tools.diffusion.strategies import complete_targets
 
 
 AmpContext = Callable[[], contextlib.AbstractContextManager]
@@ -106,15 +106,8 @@ class VideoPredictor:
         frames = observed_frames.repeat_interleave(n_samples, dim=0)
         latents, static = self.encode(frames, frames)
         known = {i: latents.motion[:, i] * self.scales.motion for i in range(n_obs)}
-        name = strategy or str(self.cfg.inference.strategy)
-        options = self.cfg.inference.get("strategy_options")
-        options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
-        for target in targets:
-            if target in known:
-                continue
-            plan = get_strategy(name, **options).steps(n_total=max(max(targets) + 1, n_obs),
-                                                        observed=range(n_obs), target=target)
-            known = run_plan(plan, known, lambda o, t, obs: self.sample_targets(obs, o, t, static, generator, amp))
+        known = complete_targets(known, targets, n_obs, self.cfg.inference,
+                                 lambda o, t, obs: self.sample_targets(obs, o, t, static, generator, amp), strategy)
         motion = torch.stack([known[i] for i in targets], dim=1) / self.scales.motion
         rgb, mask_logits = self.first_stage.decode(Latents(latents.scene, latents.object, motion))
         unfold = lambda x: x.reshape(batch, n_samples, *x.shape[1:])  # noqa: E731
