@@ -81,6 +81,11 @@ def test_relative_states_round_trip_and_objects_that_leave_get_presence_minus_on
     scales = torch.rand(7) + 0.5
     cond, slots = slot_condition(states[:, :11], codes, obs_idx, keep, torch.full((2, 1), 11), scales)
     assert slots.tolist()[0][:3] == [0, 1, 2] and cond.valid.all()
+    # the recent trajectory, newest first: the reference frame itself (zero change, offset 0), then frame 9
+    history = cond.history.view(2, -1, 4, 8)
+    assert torch.count_nonzero(history[:, :, 0]) == 0
+    assert torch.allclose(history[0, 0, 1, :7], (states[0, 9, 0] - states[0, 10, 0]) / scales)
+    assert torch.allclose(history[0, 0, 1, 7], torch.tensor(-0.1))
     targets = states[:, 11:12].gather(2, slots[:, None, :, None].expand(-1, 1, -1, 7))
     relative = to_relative(targets, cond.reference, scales)
     assert abs(relative[1, 0, 1, 0].item() * scales[0].item() + 1.0) < 1e-5
