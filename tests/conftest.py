@@ -108,12 +108,12 @@ def make_first_stage_checkpoint(path: Path, height: int = 32, width: int = 48) -
 
 def make_segmenter_checkpoint(path: Path) -> Path:
     """An untrained shallow segmenter saved as `--exp segment` would (its quality is not the point)."""
-    from models.segmenter import build_segmenter
+    from tools.predict.segmenter_io import build_task_segmenter
     from tools.core.checkpoint import save_checkpoint
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/segmentation/tiny.yaml")
     torch.manual_seed(0)
-    model = build_segmenter(cfg.model)
+    model = build_task_segmenter(cfg.model)
     save_checkpoint({"model": model.state_dict(), "step": 0, "config": OmegaConf.to_container(cfg)}, path)
     return path
 

@@ -71,7 +71,18 @@ def jaccard_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path
         if index == 0:
             baselines, entries = report.get("baselines") or {}, videos
     rows += [(BASELINE_LABELS.get(name, name), value) for name, value in baselines.items()]
-    return rows, entries
+    return rows + segmenter_report_rows(data_path, predict_dirs, segmenter), entries
+
+
+def segmenter_report_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path) -> list[tuple[str, float]]:
+    """The segmenter's own rows on the same videos: per-frame Jaccard with and without the instance vote, and
+    copy frame 11 with segmenter masks against true masks (evals/segmenter_scores.py)."""
+    from evals.predictions_folder import load_predictions
+    from evals.segmenter_scores import segmenter_rows
+    from tools.predict.segmenter_io import load_segmenter
+
+    predictions = load_predictions(next(iter(predict_dirs.values())))
+    return segmenter_rows(load_segmenter(segmenter), data_path, predictions.split or "val", predictions.video_ids)
 
 
 def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], meta: dict) -> list[str]:
