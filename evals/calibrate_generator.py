@@ -163,7 +163,8 @@ def read_masks(root: Path, splits: tuple[str, ...] = ("train", "val")) -> list[n
 
 def generate_masks(count: int, config_mods: list[str], workers: int) -> list[np.ndarray]:
     """Masks of `count` freshly generated videos (ids 0..count-1), default config plus overrides."""
-    from tools.generator.generate import render_videos, settings_from_config
+    from tools.generator.generate import render_videos
+    from tools.generator.settings import settings_from_config
 
     cfg = OmegaConf.load(CONFIG_DEFAULT) if CONFIG_DEFAULT.is_file() else OmegaConf.create()
     settings = settings_from_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist(config_mods)))
