@@ -40,7 +40,8 @@ def test_benchmark_writes_its_table(synthetic_clevrer, tiny_runs, tmp_path, caps
         assert row["train_sec_per_step"] > 0 and row["resolution"] == [32, 48]
     assert rows["grid latent skip"]["meta"]["strategy"] == "skip"
     assert set(record["baselines"]) == {"copy_frame11_truth", "copy_frame11_segmenter",
-                                        "copy_frame11_segmenter_suppressed", "segment_true_frame22"}
+                                        "copy_frame11_segmenter_suppressed", "segment_true_frame22",
+                                        "constant_velocity_truth", "true_displacement_truth"}
     assert record["context"]["num_videos"] == 2
     assert "| grid latent skip | skip x2 |" in markdown and "copy frame 11 (true masks)" in markdown
     assert (out.parent / "fvd_cache").is_dir()
