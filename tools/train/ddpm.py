@@ -16,9 +16,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.denoiser import DenoiserCond
-from tools.core.distributed import DistContext, all_reduce_mean, autocast
+from tools.core.distributed import DistContext, autocast
 from tools.core.logger import RunLogger
-from tools.core.runs import LAST_CHECKPOINT
 from tools.data.datasets import training_clips, validation_clips
 from tools.data.stage import require_data_path
 from tools.diffusion.frame_sets import gather_frames, sample_frame_sets_batch
@@ -26,8 +25,8 @@ from tools.diffusion.gaussian import GaussianDiffusion, measure_scale_factor
 from tools.diffusion.precond import Precond
 from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
 from tools.predict.video_predictor import LatentScales, VideoPredictor, build_denoiser
-from tools.train.loop import StageRun, open_stage, run_stage
-from tools.train.task import StageTask
+from tools.train.loop import open_stage, run_stage
+from tools.train.task import StageTask, measure_scales_once
 from tools.train.visuals import video_grid
 
 
@@ -103,6 +102,12 @@ class DiffusionTask(StageTask):
         super().load_state_dict(state)
         self.scales = LatentScales(**state["scales"])
 
+    def scale_record(self) -> dict[str, float]:
+        return dict(vars(self.scales))
+
+    def set_scale_record(self, record: dict[str, float]) -> None:
+        self.scales = LatentScales(**record)
+
     def predictor(self) -> VideoPredictor:
         """A sampler over the EMA weights (a separate copy; training weights stay untouched)."""
         return VideoPredictor(self.first_stage, self.inference_model().eval(), self.cfg, self.scales, self.ctx.device)
@@ -140,19 +145,6 @@ def validate(task: DiffusionTask, clips: DataLoader | None, step: int, logger: R
     return {"frame22_jaccard": _jaccard(torch.cat(preds), torch.cat(truths))} if preds else {}
 
 
-def measure_scales_once(task: DiffusionTask, stage: StageRun, make_batches) -> None:
-    """A new run measures its latent scale factors from its first batches; a resumed one reads them back."""
-    if (stage.run_dir / LAST_CHECKPOINT).exists():
-        return
-    probe = make_batches(0)
-    task.measure_scales([batch for batch, _ in zip(probe, range(int(stage.cfg.train.get("scale_batches", 4))))])
-    # One set of factors for all ranks (each measured its own shard): the checkpoint keeps one, and a resumed
-    # rank must scale its latents exactly as it did before the interruption.
-    task.scales = LatentScales(**all_reduce_mean(vars(task.scales), stage.ctx))
-    if stage.ctx.is_main:
-        print(f"latent scale factors: motion {task.scales.motion:.4f}, static {task.scales.static:.4f}")
-
-
 def run(cfg: DictConfig, ctx: DistContext) -> int:
     if cfg.model.get("backbone") == "slot_transformer":  # the object-slot route: diffusion over trajectories
         from tools.train.slot_ddpm import run as run_slots
@@ -164,7 +156,7 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     stage = open_stage(cfg, ctx)
     task = DiffusionTask(cfg, ctx, record)
     make_batches = stage.batches(dataset, "stage-2 training data")
-    measure_scales_once(task, stage, make_batches)
+    measure_scales_once(task, stage, make_batches, default_batches=4)
     val = validation_clips(cfg, int(cfg.train.get("val_clips", 4)))
     val_loader = DataLoader(val, batch_size=min(stage.batch_size, 4)) if val is not None and len(val) else None
     val_every = int(cfg.train.get("sample_every") or cfg.train.log_every)

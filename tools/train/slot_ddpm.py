@@ -17,10 +17,9 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from models.slots import STATE_DIM, gather_frame, last_present
+from models.slots import STATE_DIM, STATE_NAMES, gather_frame, last_present
 from tools.core.distributed import DistContext, autocast
 from tools.core.errors import UserError
-from tools.core.runs import LAST_CHECKPOINT
 from tools.data.classes import TARGET_FRAME
 from tools.data.datasets import validation_clips
 from tools.data.slot_cache import slot_trajectories
@@ -31,8 +30,8 @@ from tools.diffusion.precond import Precond
 from tools.diffusion.slot_frames import measure_state_scales, pick, slot_condition, to_relative
 from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
 from tools.predict.slot_predictor import SlotPredictor, build_slot_denoiser
-from tools.train.loop import StageRun, open_stage, run_stage
-from tools.train.task import StageTask
+from tools.train.loop import open_stage, run_stage
+from tools.train.task import StageTask, measure_scales_once
 
 
 def draw_sets(cfg: DictConfig, batch_size: int, generator: torch.Generator):
@@ -96,6 +95,12 @@ class SlotDiffusionTask(StageTask):
         super().load_state_dict(state)
         self.scales = list(state["slot_scales"])
 
+    def scale_record(self) -> dict[str, float]:
+        return dict(zip(STATE_NAMES, self.scales))
+
+    def set_scale_record(self, record: dict[str, float]) -> None:
+        self.scales = [float(record[name]) for name in STATE_NAMES]
+
     def predictor(self) -> SlotPredictor:
         """A sampler over the EMA weights (a separate copy; the training weights stay untouched)."""
         return SlotPredictor(self.first_stage, self.inference_model().eval(), self.cfg, self.scales, self.ctx.device)
@@ -120,15 +125,6 @@ def validate(task: SlotDiffusionTask, clips: DataLoader | None) -> dict[str, flo
         predicted.append(mask22[:, 0])
         truth.append(masks[:, TARGET_FRAME])
     return {"frame22_jaccard": float(jaccard_score(torch.cat(predicted), torch.cat(truth)))}
-
-
-def measure_scales_once(task: SlotDiffusionTask, stage: StageRun, make_batches) -> None:
-    if (stage.run_dir / LAST_CHECKPOINT).exists():
-        return
-    probe = make_batches(0)
-    task.measure_scales([batch for batch, _ in zip(probe, range(int(stage.cfg.train.get("scale_batches", 8))))])
-    if stage.ctx.is_main:
-        print("slot state scales: " + ", ".join(f"{s:.4f}" for s in task.scales))
 
 
 def trajectory_sources(cfg: DictConfig, root: str) -> list[tuple[str, str]]:
@@ -156,7 +152,7 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     stage = open_stage(cfg, ctx)
     task = SlotDiffusionTask(cfg, ctx, record)
     make_batches = stage.batches(dataset, "slot trajectories")
-    measure_scales_once(task, stage, make_batches)
+    measure_scales_once(task, stage, make_batches, default_batches=8)
     val = validation_clips(cfg, int(cfg.train.get("val_clips", 8)))
     val_loader = DataLoader(val, batch_size=min(stage.batch_size, 8)) if val is not None and len(val) else None
     val_every = int(cfg.train.get("sample_every") or cfg.train.log_every)

@@ -9,9 +9,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from tools.core.distributed import DistContext, make_grad_scaler, unwrap, wrap_model
+from tools.core.distributed import DistContext, all_reduce_mean, make_grad_scaler, unwrap, wrap_model
+from tools.core.runs import LAST_CHECKPOINT
 from tools.train.ema import make_ema
-from tools.train.loop import optimizer_step
+from tools.train.loop import StageRun, optimizer_step
 
 
 class StageTask:
@@ -54,3 +55,19 @@ class StageTask:
         if not weights_only:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state.get("scaler") or {})
+
+
+def measure_scales_once(task: Any, stage: StageRun, make_batches: Any, default_batches: int) -> None:
+    """A new run measures its scale factors from its first `train.scale_batches` batches; a resumed one has
+    them from its checkpoint. The task provides measure_scales(batches), scale_record() -> {name: value} and
+    set_scale_record(record).
+
+    Each rank measures its own shard, so the factors are averaged over ranks: the checkpoint keeps one set,
+    and a resumed rank must scale exactly as it did before the interruption."""
+    if (stage.run_dir / LAST_CHECKPOINT).exists():
+        return
+    count = int(stage.cfg.train.get("scale_batches", default_batches))
+    task.measure_scales([batch for batch, _ in zip(make_batches(0), range(count))])
+    task.set_scale_record(all_reduce_mean(task.scale_record(), stage.ctx))
+    if stage.ctx.is_main:
+        print("scale factors: " + ", ".join(f"{k} {v:.4f}" for k, v in task.scale_record().items()))
