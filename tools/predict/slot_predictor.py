@@ -90,10 +90,13 @@ class SlotPredictor:
     @torch.no_grad()
     def sample_states(self, observed_masks: torch.Tensor, targets: Sequence[int], n_samples: int = 1,
                       strategy: str | None = None, generator: torch.Generator | None = None,
-                      amp: AmpContext | None = None) -> torch.Tensor:
-        """Observed masks [B, To, H, W] (frames 0..To-1) -> sampled absolute states [B, N, K, 48, D]."""
+                      amp: AmpContext | None = None, states: torch.Tensor | None = None) -> torch.Tensor:
+        """Observed masks [B, To, H, W] (frames 0..To-1) -> sampled absolute states [B, N, K, 48, D].
+
+        states: the masks' states when the caller has them already (SlotLatents.states)."""
         batch, n_obs = observed_masks.shape[:2]
-        states = mask_states(observed_masks.long(), self.first_stage.num_classes)
+        if states is None:
+            states = mask_states(observed_masks.long(), self.first_stage.num_classes)
         codes = frame_codes(observed_masks.long(), states)
         observed = torch.ones(batch, n_obs, dtype=torch.bool, device=states.device)
         slot_codes = gather_frame(codes, last_present(states, observed))  # [B, 48, C]
@@ -134,7 +137,7 @@ class SlotPredictor:
                 n_samples: int = 1, strategy: str | None = None, combine: str = "vote",
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks [B, K, H, W] uint8 and RGB [B, K, 3, H, W] in [0, 1] of the target frames."""
-        sampled = self.sample_states(observed_masks, targets, n_samples, strategy, generator)
         latents = self.latents(observed_masks, observed_frames)
+        sampled = self.sample_states(observed_masks, targets, n_samples, strategy, generator, states=latents.states)
         outputs = [self.decode_masks(latents, sampled[:, :, k], combine) for k in range(len(targets))]
         return torch.stack([o[0] for o in outputs], 1), torch.stack([o[1] for o in outputs], 1)

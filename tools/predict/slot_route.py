@@ -25,13 +25,12 @@ from tools.predict.slot_predictor import SlotPredictor
 
 def observed_masks_source(pcfg: DictConfig, ctx: DistContext):
     """A function (entry, frames [To, 3, H, W] in [0, 1]) -> class-id masks [To, H, W] of the observed frames."""
-    n_obs_frames = lambda frames: frames.shape[0]  # noqa: E731
     if pcfg.get("observed_masks"):
         def true_masks(entry, frames: torch.Tensor) -> torch.Tensor:
             if not entry.has_mask:
                 raise UserError(f"predict.observed_masks=true needs true masks, but {entry.path} has no mask.npy; "
                                 f"use a labeled split or set predict.segmenter instead")
-            return read_mask(entry.path)[: n_obs_frames(frames)].long()
+            return read_mask(entry.path)[: frames.shape[0]].long()
         return true_masks
     if not pcfg.get("segmenter"):
         raise UserError("the slot route reads object states off the masks of frames 1-11: set predict.segmenter "
