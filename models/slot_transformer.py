@@ -3,7 +3,7 @@ tokens that denoises the future states of the objects seen in the observed frame
 
 Every state is expressed relative to the slot's reference: its state in the last observed frame where it is
 present. Observed tokens carry (observed state - reference, reference); target tokens carry (noisy target,
-reference). A token also gets its class embedding (identity: shape, material and colour), its object code
+anchor), the anchor being the reference moved on by the motion prior (tools/diffusion/slot_frames.py). A token also gets its class embedding (identity: shape, material and colour), its object code
 (the class's small mask template), its frame-index embedding and a kind flag; target tokens get the noise
 level. Padding masks cover slots a clip does not have and observed frames that are masked or where the object
 is not visible.
@@ -41,6 +41,7 @@ class SlotCond:
     valid: Tensor        # [B, S] bool: a real slot (else padding)
     ref_frame: Tensor | None = None  # [B, S] frame index of each slot's reference state
     history: Tensor | None = None    # [B, S, H * (D + 1)] recent relative states and their frame offsets
+    anchor: Tensor | None = None     # [B, Tt, S, D] absolute state each target is relative to (default: reference)
     context: Tensor | None = None  # [B, S, W] slot summaries of the context encoder, once computed
 
     def unconditional(self) -> "SlotCond":
@@ -117,10 +118,10 @@ class SlotTransformer(nn.Module):
             raise ValueError(f"x_noisy [B,Tt,S,{self.state_dim}] and cond.obs [B,To,S,D] must agree; got "
                              f"{tuple(x_noisy.shape)} and {tuple(cond.obs.shape)}")
         context = cond.context if cond.context is not None else self.encode_context(cond)
-        reference = cond.reference[:, None].float()
+        anchor = (cond.anchor if cond.anchor is not None else cond.reference[:, None].expand_as(x_noisy)).float()
         noise = self.noise_mlp(sinusoidal(noise_level, self.width))[:, None, None]
         ahead = cond.tgt_idx[:, :, None] - cond.ref_frame[:, None]  # frames from each slot's reference
-        target = (self.target_in(torch.cat([x_noisy.float(), reference.expand_as(x_noisy)], -1))
+        target = (self.target_in(torch.cat([x_noisy.float(), anchor], -1))
                   + self._slot_features(cond)[:, None] + self._frame_features(ahead, TARGET) + noise)
         tokens = torch.cat([context, target.reshape(batch, -1, self.width)], 1)
         absent = ~cond.valid

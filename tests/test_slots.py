@@ -144,3 +144,32 @@ def test_slot_cache_is_reused_and_grows_with_the_split(tmp_path, synthetic_clevr
     item = trajectories[3]
     masks = read_mask(data / "train" / "video_3").long()
     assert torch.equal(item["states"], mask_states(masks))
+
+
+def test_motion_prior_anchors_targets_on_the_damped_last_step():
+    # one object moving 2 px per frame to the right, seen in frames 0-10; a second one seen once only
+    masks = torch.zeros(1, 12, 40, 60, dtype=torch.uint8)
+    for t in range(12):
+        masks[0, t, 10:16, 2 + 2 * t:8 + 2 * t] = 3
+    masks[0, 10, 30:34, 40:44] = 9
+    states = mask_states(masks)
+    obs_idx, keep = torch.arange(11)[None], torch.ones(1, 11, dtype=torch.bool)
+    scales = torch.ones(7)
+    codes = torch.zeros(1, 48, 64)
+    off, _ = slot_condition(states[:, :11], codes, obs_idx, keep, torch.tensor([[11, 21]]), scales)
+    assert torch.equal(off.anchor, off.reference[:, None].expand(-1, 2, -1, -1))  # 0: anchored on the reference
+    decay = 0.8
+    on, slots = slot_condition(states[:, :11], codes, obs_idx, keep, torch.tensor([[11, 21]]), scales, decay)
+    step_x = 2 * 2.0 / 60  # 2 px per frame in normalised x
+    covered = torch.tensor([decay, decay * (1 - decay ** 11) / (1 - decay)])
+    moving = slots[0].tolist().index(2)
+    assert torch.allclose(on.anchor[0, :, moving, 1] - on.reference[0, moving, 1], step_x * covered, atol=1e-5)
+    assert torch.allclose(on.anchor[0, :, moving, 2:], on.reference[0, moving, 2:].expand(2, -1))  # y, size, shape
+    once = slots[0].tolist().index(8)
+    assert torch.equal(on.anchor[0, :, once], on.reference[0, once].expand(2, -1))  # no step to continue
+    # the true frame 12 of the moving object is one step on: relative to the anchor it is r - 1 steps short
+    targets = states[:, 11:12].gather(2, slots[:, None, :, None].expand(-1, 1, -1, 7))
+    relative = to_relative(targets, on.anchor[:, :1], scales)
+    assert abs(relative[0, 0, moving, 1].item() - step_x * (1 - decay)) < 1e-5
+    assert torch.allclose(from_relative(relative, on.anchor[:, :1], scales)[0, 0, moving], targets[0, 0, moving],
+                          atol=1e-5)

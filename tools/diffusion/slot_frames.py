@@ -4,6 +4,12 @@ The model sees only the slots present in some kept observed frame (at most ~10 o
 its reference (the state in the last kept observed frame where it is visible), divided by per-dimension
 scales measured once per run. A target frame where the object has gone gets presence -1 (relative) and no
 change in the other dimensions, which carry no information then.
+
+Targets are relative to an *anchor*: the reference moved on by a damped extrapolation of the slot's last
+observed step (`model.motion_prior`, the per-frame decay r; 0 disables it and the anchor is the reference).
+Objects here slide and slow down, so the step between the last two visible frames, continued for n frames with
+decay r, covers most of the motion (r = 0.85 alone scores 0.52 frame-22 Jaccard on generated val, against 0.36
+for copying frame 11); the model then learns only what the extrapolation misses (collisions, stops, walls).
 """
 from __future__ import annotations
 
@@ -47,9 +53,10 @@ def pick(values: Tensor, slots: Tensor, dim: int) -> Tensor:
 
 
 def slot_condition(observed: Tensor, codes: Tensor, obs_idx: Tensor, obs_keep: Tensor, tgt_idx: Tensor,
-                   scales: Tensor) -> tuple[SlotCond, Tensor]:
+                   scales: Tensor, prior_decay: float = 0.0) -> tuple[SlotCond, Tensor]:
     """observed [B, To, 48, D] absolute states of the observed frames, codes [B, 48, C] (each slot's code from
-    its last visible observed frame) -> (SlotCond, slot indices [B, S] into the 48)."""
+    its last visible observed frame) -> (SlotCond, slot indices [B, S] into the 48). The anchors of the targets
+    follow the motion prior of decay `prior_decay` (0: the anchor is the reference)."""
     visible_all = (observed[..., 0] > 0.5) & obs_keep[..., None]
     slots, valid = known_slots(visible_all.any(1))
     obs = pick(observed, slots, 2)
@@ -60,9 +67,38 @@ def slot_condition(observed: Tensor, codes: Tensor, obs_idx: Tensor, obs_keep: T
     relative = (obs - reference[:, None]) / scales * visible[..., None]
     ref_frame = obs_idx.gather(1, last.clamp(min=0)) * valid
     history = recent_history(relative, visible, obs_idx, ref_frame)
+    anchor = reference[:, None].expand(-1, tgt_idx.shape[1], -1, -1)
+    if prior_decay > 0:
+        step = last_step(obs, visible, obs_idx, last) * valid[..., None]
+        ahead = damped_frames(tgt_idx[:, :, None] - ref_frame[:, None], prior_decay)  # [B, Tt, S]
+        anchor = anchor + step[:, None] * ahead[..., None]
     cond = SlotCond(relative, visible, obs_idx, obs_keep, tgt_idx, reference, slots + 1, code, valid,
-                    ref_frame=ref_frame, history=history)
+                    ref_frame=ref_frame, history=history, anchor=anchor)
     return cond, slots
+
+
+def last_step(obs: Tensor, visible: Tensor, obs_idx: Tensor, last: Tensor) -> Tensor:
+    """Per-frame change of each slot's centroid between its last two visible observed frames, [B, S, D] (zero
+    in every other dimension, and where the slot was visible once only)."""
+    n_obs = obs.shape[1]
+    order = torch.arange(n_obs, device=obs.device).view(1, n_obs, 1)
+    earlier = visible & (order < last[:, None])
+    before = torch.where(earlier, order, torch.full_like(order, -1)).amax(dim=1)  # [B, S]
+    seen_twice = (before >= 0)[..., None]
+    frames = obs_idx[:, :, None].expand(-1, -1, obs.shape[2])
+    gap = (gather_frame(frames, last) - gather_frame(frames, before)).clamp(min=1)[..., None].to(obs.dtype)
+    step = (gather_frame(obs, last) - gather_frame(obs, before)) / gap
+    centroid = torch.zeros_like(step)
+    centroid[..., 1:3] = 1.0
+    return step * centroid * seen_twice
+
+
+def damped_frames(ahead: Tensor, decay: float) -> Tensor:
+    """How many last steps a decaying motion covers in `ahead` frames: r + r^2 + ... + r^n (0 for n <= 0)."""
+    n = ahead.clamp(min=0).float()
+    if decay == 1.0:
+        return n
+    return decay * (1 - decay ** n) / (1 - decay)
 
 
 def recent_history(relative: Tensor, visible: Tensor, obs_idx: Tensor, ref_frame: Tensor,
@@ -85,18 +121,24 @@ def recent_history(relative: Tensor, visible: Tensor, obs_idx: Tensor, ref_frame
     return features.permute(0, 2, 1, 3).reshape(batch, slots, steps * (dim + 1))
 
 
-def to_relative(targets: Tensor, reference: Tensor, scales: Tensor) -> Tensor:
-    """Absolute target states [B, Tt, S, D] -> model units, relative to reference [B, S, D]."""
+def _per_target(anchor: Tensor) -> Tensor:
+    return anchor[:, None] if anchor.dim() == 3 else anchor
+
+
+def to_relative(targets: Tensor, anchor: Tensor, scales: Tensor) -> Tensor:
+    """Absolute target states [B, Tt, S, D] -> model units, relative to the anchor ([B, Tt, S, D], or one
+    reference [B, S, D] for every target)."""
     present = targets[..., :1] > 0.5
-    moved = targets - reference[:, None]
+    moved = targets - _per_target(anchor)
     gone = torch.zeros_like(moved)
     gone[..., 0] = -1.0
     return torch.where(present, moved, gone) / scales
 
 
-def from_relative(x: Tensor, reference: Tensor, scales: Tensor) -> Tensor:
-    """Model units [B, Tt, S, D] -> absolute states, presence snapped to 0 or 1 (states of absent slots zeroed)."""
-    states = x * scales + reference[:, None]
+def from_relative(x: Tensor, anchor: Tensor, scales: Tensor) -> Tensor:
+    """Model units [B, Tt, S, D] -> absolute states (anchor as in to_relative), presence snapped to 0 or 1
+    (states of absent slots zeroed)."""
+    states = x * scales + _per_target(anchor)
     present = (states[..., :1] > 0.5).to(states.dtype)
     states = torch.cat([present, states[..., 1:]], dim=-1)
     return states * present

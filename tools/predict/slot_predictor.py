@@ -31,9 +31,24 @@ COMBINES = ("vote", "mean_state")
 AmpContext = Callable[[], contextlib.AbstractContextManager]
 
 
+NOT_NETWORK_KEYS = ("backbone", "motion_prior")
+
+
+def motion_prior(cfg: DictConfig) -> float:
+    """The per-frame decay r of the targets' damped extrapolation (`model.motion_prior`; 0 = none, as in
+    checkpoints from before it existed)."""
+    decay = float(cfg.model.get("motion_prior", 0.0) or 0.0)
+    if not 0.0 <= decay <= 1.0:
+        raise UserError(f"model.motion_prior={decay} must be within 0..1 (the per-frame decay of the extrapolated "
+                        f"last step; 0 turns the prior off)")
+    return decay
+
+
 def build_slot_denoiser(cfg: DictConfig) -> SlotTransformer:
-    """The slot transformer from a run config's `model` section (all keys but `backbone`)."""
-    options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "backbone"}
+    """The slot transformer from a run config's `model` section (all keys but NOT_NETWORK_KEYS)."""
+    motion_prior(cfg)
+    options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+               if k not in NOT_NETWORK_KEYS}
     try:
         return SlotTransformer(**options)
     except TypeError as error:
@@ -73,7 +88,8 @@ class SlotPredictor:
         batch = obs.shape[0]
         rows = lambda idx: torch.tensor(list(idx), device=obs.device).expand(batch, -1)  # noqa: E731
         keep = torch.ones(batch, len(obs_idx), dtype=torch.bool, device=obs.device)
-        cond, slots = slot_condition(obs, slot_codes, rows(obs_idx), keep, rows(tgt_idx), self.scales)
+        cond, slots = slot_condition(obs, slot_codes, rows(obs_idx), keep, rows(tgt_idx), self.scales,
+                                     motion_prior(self.cfg))
         cond = replace(cond, context=self.denoiser.encode_context(cond))  # once per run, not per step
         denoise = Precond(self.denoiser, self.diffusion).sampler_denoise(
             cond, float(self.cfg.diffusion.get("guidance_scale", 1.0)))
@@ -84,7 +100,7 @@ class SlotPredictor:
         with (amp or contextlib.nullcontext)():
             x0 = sample(lambda x, t: denoise(x, t).float(), x_T, self.diffusion, str(dcfg.sampler),
                         int(dcfg.sample_steps), float(dcfg.get("eta", 0.0)), generator)
-        return scatter_slots(from_relative(x0.float(), cond.reference, self.scales), slots, cond.valid,
+        return scatter_slots(from_relative(x0.float(), cond.anchor, self.scales), slots, cond.valid,
                              obs.shape[2])
 
     @torch.no_grad()

@@ -29,7 +29,7 @@ from tools.diffusion.gaussian import GaussianDiffusion
 from tools.diffusion.precond import Precond
 from tools.diffusion.slot_frames import measure_state_scales, pick, slot_condition, to_relative
 from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
-from tools.predict.slot_predictor import SlotPredictor, build_slot_denoiser
+from tools.predict.slot_predictor import SlotPredictor, build_slot_denoiser, motion_prior
 from tools.train.loop import open_stage, run_stage
 from tools.train.task import StageTask, measure_scales_once
 
@@ -42,15 +42,15 @@ def draw_sets(cfg: DictConfig, batch_size: int, generator: torch.Generator):
         prob_competition_case=float(fcfg.prob_competition_case))
 
 
-def diffusion_inputs(batch: dict, sets: tuple, scales: torch.Tensor, device: torch.device):
+def diffusion_inputs(batch: dict, sets: tuple, scales: torch.Tensor, device: torch.device, prior_decay: float):
     """(SlotCond, x0 in model units [B, Tt, S, D], valid [B, S]) of a batch of trajectories and frame sets."""
     obs_idx, tgt_idx, obs_keep = (s.to(device) for s in sets)
     states, codes = batch["states"].to(device), batch["codes"].to(device)
     observed = gather_frames(states, obs_idx)
     slot_codes = gather_frame(gather_frames(codes, obs_idx), last_present(observed, obs_keep))
-    cond, slots = slot_condition(observed, slot_codes, obs_idx, obs_keep, tgt_idx, scales)
+    cond, slots = slot_condition(observed, slot_codes, obs_idx, obs_keep, tgt_idx, scales, prior_decay)
     targets = pick(gather_frames(states, tgt_idx), slots, 2)
-    return cond, to_relative(targets, cond.reference, scales), cond.valid
+    return cond, to_relative(targets, cond.anchor, scales), cond.valid
 
 
 class SlotDiffusionTask(StageTask):
@@ -71,7 +71,7 @@ class SlotDiffusionTask(StageTask):
         rows = []
         for batch in batches:
             sets = draw_sets(self.cfg, batch["states"].shape[0], generator)
-            _, x0, valid = diffusion_inputs(batch, sets, unit, self.ctx.device)
+            _, x0, valid = diffusion_inputs(batch, sets, unit, self.ctx.device, motion_prior(self.cfg))
             rows.append(x0[valid[:, None].expand(-1, x0.shape[1], -1)].cpu())
         self.scales = measure_state_scales(torch.cat(rows))
 
@@ -79,7 +79,7 @@ class SlotDiffusionTask(StageTask):
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # from the saved RNG
         sets = draw_sets(self.cfg, batch["states"].shape[0], generator)
         scales = torch.tensor(self.scales, device=self.ctx.device)
-        cond, x0, valid = diffusion_inputs(batch, sets, scales, self.ctx.device)
+        cond, x0, valid = diffusion_inputs(batch, sets, scales, self.ctx.device, motion_prior(self.cfg))
         self.model.train()
         with autocast(self.ctx, self.cfg.train.get("amp")):
             loss, per_sample, t = self.diffusion.training_loss(
