@@ -12,7 +12,7 @@ Every baseline predicts frame 22 (index 21) of a video from its observed frames 
 - ``segment_true_frame22``: the segmenter applied to the true frame 22, the ceiling that segmentation
   sets for any predictor of RGB frames (needs the true frame 22 image: not the hidden split).
 
-The motion predictors on true masks (constant velocity, the true-displacement ceiling) are in
+The motion predictors on true masks (constant and damped velocity, the true-displacement ceiling) are in
 evals/motion_baselines.py; their rows join the table whenever the true masks allow copying frame 11.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from evals.jaccard import jaccard_score
 from evals.motion_baselines import (MOTION_BASELINES, constant_velocity_prediction, copy_last_observed,
-                                    true_displacement_prediction)
+                                    damped_velocity_prediction, true_displacement_prediction)
 from tools.core.errors import UserError
 from tools.data.classes import NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
 from tools.data.clevrer import VideoEntry, list_videos, read_frames, read_mask
@@ -43,6 +43,7 @@ BASELINE_LABELS = {
     "copy_frame11_segmenter_suppressed": "copy frame 11 (segmenter masks, absent classes suppressed)",
     "segment_true_frame22": "segment the true frame 22 (segmentation ceiling)",
     "constant_velocity_truth": "shift frame 11 by constant velocity (true masks)",
+    "damped_velocity_truth": "shift frame 11 by the last step decaying 0.85 per frame (true masks)",
     "true_displacement_truth": "shift frame 11 by the true 11->22 displacement (true masks, ceiling)",
 }
 
@@ -173,6 +174,7 @@ def baseline_predictions(videos: SplitVideos, segmenter: torch.nn.Module | None 
             observed = full[:NUM_OBSERVED].long()
             rows.setdefault("copy_frame11_truth", []).append(copy_last_observed(observed))
             rows.setdefault("constant_velocity_truth", []).append(constant_velocity_prediction(observed))
+            rows.setdefault("damped_velocity_truth", []).append(damped_velocity_prediction(observed))
             rows.setdefault("true_displacement_truth", []).append(
                 true_displacement_prediction(observed, full[TARGET_FRAME].long()))
         if segmenter is None:

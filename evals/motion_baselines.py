@@ -2,6 +2,8 @@
 
 - copy frame 11 (evals/baselines.py's copy_last_observed);
 - constant velocity: each object's frame-11 pixels shifted by 11 x its last observed step;
+- damped velocity: the same step continued with a per-frame decay r (r + r^2 + ... + r^11 steps; r = 0.85, the
+  slot route's default motion prior), since objects here slide and slow down;
 - true displacement: each object's frame-11 pixels shifted by its true 11->22 centroid displacement, the
   ceiling of any "move the frame-11 shape" predictor (not a baseline one can run).
 """
@@ -16,7 +18,9 @@ from tools.core.errors import UserError
 from tools.data.classes import BACKGROUND, NUM_CLASSES, NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
 
 PREDICTION_HORIZON = TARGET_FRAME - (NUM_OBSERVED - 1)
-MOTION_BASELINES = ("copy_frame11_truth", "constant_velocity_truth", "true_displacement_truth")
+MOTION_BASELINES = ("copy_frame11_truth", "constant_velocity_truth", "damped_velocity_truth",
+                    "true_displacement_truth")
+DAMPED_DECAY = 0.85  # per-frame decay of the damped-velocity baseline (as model.motion_prior in the slot config)
 
 Displacements = dict[int, tuple[float, float]]  # class id -> (rows, columns) to move by
 
@@ -63,18 +67,25 @@ def shift_last_observed(last_mask: torch.Tensor, displacements: Displacements) -
     return out
 
 
-def constant_velocity_prediction(masks_obs: torch.Tensor, horizon: int = PREDICTION_HORIZON) -> torch.Tensor:
+def constant_velocity_prediction(masks_obs: torch.Tensor, horizon: int = PREDICTION_HORIZON,
+                                 decay: float = 1.0) -> torch.Tensor:
     """Frame-22 mask [H, W] from observed masks [T, H, W]: every object of the last observed frame keeps
-    the centroid velocity of its last observed step for `horizon` frames (an object seen in the last
-    frame only, having just entered, stays where it is)."""
+    the centroid velocity of its last observed step for `horizon` frames, multiplied by `decay` each frame
+    (1: constant velocity); an object seen in the last frame only, having just entered, stays where it is."""
     if masks_obs.dim() != 3 or len(masks_obs) < 2:
         raise ValueError(f"observed masks must be [T>=2, H, W], got {tuple(masks_obs.shape)}")
+    steps = sum(decay ** k for k in range(1, horizon + 1))
     before, last = class_centroids(masks_obs[-2]), class_centroids(masks_obs[-1])
     displacements = {}
     for cls, centroid in last.items():
         step = centroid - before[cls] if cls in before else torch.zeros(2, dtype=torch.double)
-        displacements[cls] = (float(step[0]) * horizon, float(step[1]) * horizon)
+        displacements[cls] = (float(step[0]) * steps, float(step[1]) * steps)
     return shift_last_observed(masks_obs[-1], displacements)
+
+
+def damped_velocity_prediction(masks_obs: torch.Tensor, decay: float = DAMPED_DECAY) -> torch.Tensor:
+    """constant_velocity_prediction with the last step decaying by `decay` per frame."""
+    return constant_velocity_prediction(masks_obs, decay=decay)
 
 
 def true_displacement_prediction(masks_obs: torch.Tensor, mask22: torch.Tensor) -> torch.Tensor:
@@ -101,13 +112,14 @@ def motion_baseline_predictions(videos: Sequence) -> tuple[dict[str, torch.Tenso
         observed, target = masks[:NUM_OBSERVED], masks[TARGET_FRAME]
         predictions["copy_frame11_truth"].append(copy_last_observed(observed))
         predictions["constant_velocity_truth"].append(constant_velocity_prediction(observed))
+        predictions["damped_velocity_truth"].append(damped_velocity_prediction(observed))
         predictions["true_displacement_truth"].append(true_displacement_prediction(observed, target))
         truth.append(target)
     return {name: torch.stack(masks) for name, masks in predictions.items()}, torch.stack(truth)
 
 
 def motion_baseline_scores(videos: Sequence) -> dict[str, float]:
-    """Competition Jaccard at frame 22 of copy-frame-11, constant velocity and the true-displacement
+    """Competition Jaccard at frame 22 of copy-frame-11, constant and damped velocity and the true-displacement
     ceiling (keys MOTION_BASELINES) over the true masks of labeled videos, each (T>=22, H, W)."""
     predictions, truth = motion_baseline_predictions(videos)
     return {name: jaccard_score(masks, truth) for name, masks in predictions.items()}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from evals.motion_baselines import (constant_velocity_prediction, motion_baseline_scores, shift_last_observed,
-                             true_displacement_prediction)
+from evals.motion_baselines import (constant_velocity_prediction, damped_velocity_prediction, motion_baseline_scores,
+                                    shift_last_observed, true_displacement_prediction)
 from evals.calibrate_generator import (CONSTANT_VELOCITY, COPY, SPEED_RATIO, STILL_STARTED, VELOCITY_GAIN,
                                        markdown_table, summarize)
 from evals.motion_figures import still_objects_started, video_figures
@@ -38,6 +38,15 @@ def test_constant_velocity_overshoots_an_object_that_stops():
     scores = motion_baseline_scores([video])
     assert scores["copy_frame11_truth"] > scores["constant_velocity_truth"]
     assert scores["true_displacement_truth"] == pytest.approx(1.0)
+
+
+def test_damped_velocity_follows_an_object_that_slows_down_by_its_decay():
+    # 3 px/frame, then a step of 8 px into frame 11, then each step half the one before
+    def column(t: int) -> float:
+        return 2 + 3 * t if t <= 9 else 37 + 8 * (1 - 0.5 ** (t - 10))
+    video = torch.from_numpy(square_video(lambda t: (10, column(t)))).long()
+    assert torch.equal(damped_velocity_prediction(video[:11], decay=0.5), video[21])
+    assert not torch.equal(constant_velocity_prediction(video[:11]), video[21])
 
 
 def test_shift_drops_pixels_leaving_the_frame_and_classes_without_displacement():
