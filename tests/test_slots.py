@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -173,3 +174,33 @@ def test_motion_prior_anchors_targets_on_the_damped_last_step():
     assert abs(relative[0, 0, moving, 1].item() - step_x * (1 - decay)) < 1e-5
     assert torch.allclose(from_relative(relative, on.anchor[:, :1], scales)[0, 0, moving], targets[0, 0, moving],
                           atol=1e-5)
+
+
+def test_slot_route_instance_vote_fixes_a_one_frame_class_flip(monkeypatch):
+    from omegaconf import OmegaConf
+
+    import tools.predict.segmenter_io as segmenter_io
+    from tools.predict.slot_route import observed_masks_source
+
+    class FlippingSegmenter:  # one square of class 5, scored as class 6 in frame 3 only
+        trained_size = None
+
+        def segment(self, frames, tta=False, size=None):
+            scores = torch.full((len(frames), 49, 20, 30), -5.0)
+            scores[:, 0] = 5.0
+            scores[:, 0, 5:10, 5:10] = -5.0
+            scores[:, 5, 5:10, 5:10] = 3.0
+            scores[3, 6, 5:10, 5:10] = 4.0
+            return scores
+
+        def masks(self, frames, tta=False):
+            return self.segment(frames).argmax(1).to(torch.uint8)
+
+    monkeypatch.setattr(segmenter_io, "load_segmenter", lambda path, device: FlippingSegmenter())
+    frames = torch.rand(11, 3, 20, 30)
+    pcfg = OmegaConf.create({"segmenter": "s.pth", "instance_vote": False, "vote_min_pixels": 1})
+    plain = observed_masks_source(pcfg, SimpleNamespace(device=torch.device("cpu")))(None, frames)
+    assert int(plain[3, 7, 7]) == 6 and int(plain[2, 7, 7]) == 5
+    pcfg.instance_vote = True
+    voted = observed_masks_source(pcfg, SimpleNamespace(device=torch.device("cpu")))(None, frames)
+    assert voted.shape == (11, 20, 30) and bool((voted[:, 7, 7] == 5).all())

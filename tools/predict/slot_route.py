@@ -1,6 +1,7 @@
 """`--exp predict` with a slot stage-2 checkpoint: masks of frames 1-11 -> object states -> frame-22 masks.
 
-The masks of frames 1-11 are the segmenter's (`predict.segmenter`), or the true ones with
+The masks of frames 1-11 are the segmenter's (`predict.segmenter`; with `predict.instance_vote`, one class per
+object linked over the frames), or the true ones with
 `predict.observed_masks: true` on labeled splits (to score the dynamics alone). Only classes seen in
 frames 1-11 have an object latent, so classes absent from the observed frames are suppressed by construction.
 Per-video results, resume, the submission tensor and the output files are those of tools/predict/predict.py.
@@ -19,6 +20,7 @@ from tools.core.atomic import torch_save_atomic
 from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
 from tools.data.clevrer import ClevrerDataset, read_mask
+from tools.predict.instance_vote import instance_vote
 from tools.predict.predict import assemble_outputs, peak_memory_gib, result_path
 from tools.predict.slot_predictor import SlotPredictor
 
@@ -39,7 +41,17 @@ def observed_masks_source(pcfg: DictConfig, ctx: DistContext):
 
     segmenter = load_segmenter(str(pcfg.segmenter), ctx.device)
     tta = bool(pcfg.get("tta", False))
-    return lambda entry, frames: segmenter.masks(frames, tta=tta).long()
+    if not pcfg.get("instance_vote"):
+        return lambda entry, frames: segmenter.masks(frames, tta=tta).long()
+    min_pixels = int(pcfg.get("vote_min_pixels") or 1)
+
+    def voted_masks(entry, frames: torch.Tensor) -> torch.Tensor:
+        # One class per object, linked over frames 1-11: a speckle of a wrong class would otherwise become a
+        # slot of its own and pull the centroid of the object it belongs to.
+        with torch.no_grad():
+            scores = segmenter.segment(frames.float(), tta=tta, size=segmenter.trained_size)
+        return instance_vote(scores, link_frames=True, min_pixels=min_pixels).long().to(frames.device)
+    return voted_masks
 
 
 def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: DistContext,
