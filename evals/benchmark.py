@@ -101,6 +101,8 @@ def predict_config(args: argparse.Namespace, row: Row, targets: list[int]):
     for key in ("n_samples", "sample_steps", "batch_size"):
         if getattr(args, key) is not None:
             pcfg[key] = getattr(args, key)
+    if args.n_samples is not None:  # equal samples on every route, for the speed comparison
+        pcfg.slot_samples = args.n_samples
     return pcfg
 
 

@@ -106,6 +106,7 @@ def test_stochastic_samplers_are_deterministic_per_seed():
 
 def test_respaced_timesteps_are_descending_and_span_the_chain():
     assert respaced_timesteps(10, None) == list(range(9, -1, -1))
+    assert respaced_timesteps(1000, 1) == [999]  # one step denoises pure noise: the noisiest timestep
     times = respaced_timesteps(1000, 50)
     assert len(times) == 50 and times[0] == 999 and times[-1] == 0
     assert all(a > b for a, b in zip(times, times[1:]))

@@ -204,3 +204,22 @@ def test_slot_route_instance_vote_fixes_a_one_frame_class_flip(monkeypatch):
     pcfg.instance_vote = True
     voted = observed_masks_source(pcfg, SimpleNamespace(device=torch.device("cpu")))(None, frames)
     assert voted.shape == (11, 20, 30) and bool((voted[:, 7, 7] == 5).all())
+
+
+def test_mode_state_picks_each_objects_most_typical_sample_and_a_majority_of_gone():
+    from tools.predict.slot_predictor import mean_state, mode_state
+
+    states = torch.zeros(1, 5, 48, 7)
+    states[..., 0] = 1.0
+    # object 0: three samples agree near x = 0.5, two far off at -0.5 and 0.9 (the mean would be off)
+    states[0, :, 0, 1] = torch.tensor([-0.5, 0.50, 0.51, 0.49, 0.9])
+    states[0, :, 0, 4] = torch.arange(5.0)  # tells which sample was taken
+    # object 1: three of five samples say it has gone (all-zero states)
+    states[0, :3, 1] = 0.0
+    states[0, 3:, 1, 1:3] = 0.3
+    picked = mode_state(states)
+    assert picked.shape == (1, 1, 48, 7)
+    assert picked[0, 0, 0, 4].item() == 1.0 and abs(picked[0, 0, 0, 1].item() - 0.5) < 1e-6
+    assert torch.count_nonzero(picked[0, 0, 1]) == 0
+    assert abs(mean_state(states)[0, 0, 0, 1].item() - 0.38) < 1e-5  # pulled off by the outliers
+    assert torch.equal(mode_state(states), picked)  # deterministic

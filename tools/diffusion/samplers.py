@@ -21,11 +21,16 @@ Denoise = Callable[[Tensor, Tensor], Tensor]  # (x_t, timesteps [B]) -> denoised
 
 
 def respaced_timesteps(n_steps: int, steps: int | None) -> list[int]:
-    """Evenly spaced timesteps from N-1 down to 0 (descending), `steps` of them (all if None)."""
+    """Evenly spaced timesteps from N-1 down to 0 (descending), `steps` of them (all if None).
+
+    One step is the noisiest timestep alone: the sampler starts from pure noise, so its single denoising
+    must be at t = N-1 (it then returns the denoiser's estimate of the conditional mean)."""
     if steps is None or steps >= n_steps:
         return list(range(n_steps - 1, -1, -1))
     if steps < 1:
         raise UserError(f"diffusion.sample_steps={steps} must be at least 1.")
+    if steps == 1:
+        return [n_steps - 1]
     grid = torch.linspace(0, n_steps - 1, steps).round().long().unique()
     return grid.flip(0).tolist()
 

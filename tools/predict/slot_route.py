@@ -66,7 +66,7 @@ def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: Di
     dataset = ClevrerDataset(data_path, str(pcfg.split), frame_indices=range(n_obs))
     entries = dataset.entries[: pcfg.get("max_videos") or None]
     todo = [i for i, e in enumerate(entries) if not result_path(out_dir, e.id).exists()][ctx.rank::ctx.world_size]
-    combine, n_samples = str(pcfg.get("slot_combine") or "vote"), int(pcfg.n_samples)
+    combine, n_samples = str(pcfg.get("slot_combine") or "mode"), int(pcfg.get("slot_samples") or pcfg.n_samples)
     strategy = pcfg.get("strategy") or None
     start = time.perf_counter()
     for index in tqdm(todo, disable=not ctx.is_main, desc=f"predict {pcfg.split} (slots)", dynamic_ncols=True):

@@ -121,7 +121,7 @@ def validate(task: SlotDiffusionTask, clips: DataLoader | None) -> dict[str, flo
     for batch in clips:
         masks = batch["mask"].long().clamp(min=0)
         mask22, _ = predictor.predict(masks[:, :n_obs], None, [TARGET_FRAME], generator=generator,
-                                      n_samples=int(task.cfg.train.get("val_samples", 4)), combine="mean_state")
+                                      n_samples=int(task.cfg.train.get("val_samples", 4)), combine="mode")
         predicted.append(mask22[:, 0])
         truth.append(masks[:, TARGET_FRAME])
     return {"frame22_jaccard": float(jaccard_score(torch.cat(predicted), torch.cat(truth)))}
