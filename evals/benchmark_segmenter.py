@@ -10,7 +10,8 @@ all threads) divided by 2, i.e. minutes of two fully used cores: on a machine sh
 says more about the neighbours than about the segmenter (wall minutes and `uptime` load are recorded too).
 Decoding the frames into memory is done once before timing and reported separately. At the first chunk end past
 each `--minutes` point the EMA weights are scored on every frame of D's val split and of the real videos
-(evals/segmenter_scores.py; the instance-vote rows at the last point only). Writes benchmark.md / .json.
+(evals/segmenter_scores.py, with the per-factor scores; the instance-vote rows at the last point only).
+Writes benchmark.md / .json.
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def warm_cache(config: str, overrides: list[str], args: argparse.Namespace) -> f
 
 
 def markdown(records: list[dict], cache_seconds: dict[str, float]) -> str:
-    from evals.segmenter_scores import ROW_LABELS
+    from evals.segmenter_scores import FACTOR_LABELS, ROW_LABELS
 
     lines = ["# Segmenter benchmark", "",
              "CPU minutes = process CPU time / 2 (two fully used cores); trained on generated data only.", "",
@@ -116,6 +117,13 @@ def markdown(records: list[dict], cache_seconds: dict[str, float]) -> str:
             if key in last["generated_val"]:
                 lines.append(f"| {name} | {label} | {last['generated_val'][key]:.3f} | "
                              f"{last['real'].get(key, float('nan')):.3f} |")
+    lines += ["", "Per-frame errors split by factor (evals/segmenter_scores.py: objectness IoU; shape, material, colour "
+              "right on true object pixels predicted as an object), generated val / real:", "",
+              "| variant | steps | " + " | ".join(FACTOR_LABELS) + " |", "|---|---|" + "---|" * len(FACTOR_LABELS)]
+    for r in records:
+        cells = [f"{r['generated_val'].get(k, float('nan')):.3f} / {r['real'].get(k, float('nan')):.3f}"
+                 for k in FACTOR_LABELS]
+        lines.append(f"| {r['variant']} | {r['steps']} | " + " | ".join(cells) + " |")
     lines += ["", "Frame decoding into memory (once, not in CPU minutes): " +
               ", ".join(f"{k} {v:.0f} s" for k, v in cache_seconds.items())]
     return "\n".join(lines) + "\n"

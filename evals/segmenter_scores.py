@@ -5,6 +5,10 @@ All Jaccards are the competition's (evals/jaccard.py: torchmetrics multiclass, 4
 Masks are scored at the videos' own resolution; the network runs at its trained size and its class scores are
 upsampled (Segmenter.segment(size=trained_size)).
 
+Beside the Jaccards, `factor_scores` splits the per-frame errors into the class id's factors: objectness IoU
+(object vs background) and, on true object pixels predicted as some object, how often the predicted class has
+the right shape, material and colour. On real frames this says which factor fails to transfer.
+
 `segmenter_rows` is what a report calls: (label, value) rows for one split.
 """
 from __future__ import annotations
@@ -18,7 +22,7 @@ from tqdm import tqdm
 
 from evals.jaccard import jaccard_score
 from models.segmenter import Segmenter
-from tools.data.classes import NUM_OBSERVED, TARGET_FRAME
+from tools.data.classes import NUM_CLASSES, NUM_OBSERVED, TARGET_FRAME, class_indices
 from tools.data.clevrer import list_videos, read_frames, read_mask
 from tools.predict.instance_vote import instance_vote
 
@@ -31,6 +35,29 @@ ROW_LABELS = {
     "copy11_segmenter": "copy frame 11 (segmenter masks, argmax), frame-22 Jaccard",
     "copy11_segmenter_vote": "copy frame 11 (segmenter masks, instance vote over frames 1-11), frame-22 Jaccard",
 }
+
+FACTOR_LABELS = {
+    "objectness_iou": "objectness IoU (object vs background pixels)",
+    "shape_accuracy": "shape right, on true object pixels predicted as an object",
+    "material_accuracy": "material right, on true object pixels predicted as an object",
+    "colour_accuracy": "colour right, on true object pixels predicted as an object",
+}
+
+
+def factor_scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Objectness IoU and shape / material / colour accuracies (FACTOR_LABELS) of class masks [N, H, W]."""
+    predicted, truth = predicted.long(), truth.long()
+    is_object, said_object = truth > 0, predicted > 0
+    union = int((is_object | said_object).sum())
+    scores = {"objectness_iou": int((is_object & said_object).sum()) / union if union else float("nan")}
+    # Row c of `table` is class c's (shape, material, colour); background's row is never looked up below.
+    table = torch.tensor([(0, 0, 0)] + [class_indices(c) for c in range(1, NUM_CLASSES)])
+    both = is_object & said_object
+    true_factors, predicted_factors = table[truth[both]], table[predicted[both]]
+    for column, name in enumerate(("shape", "material", "colour")):
+        right = (true_factors[:, column] == predicted_factors[:, column]).double()
+        scores[f"{name}_accuracy"] = float(right.mean()) if len(right) else float("nan")
+    return scores
 
 
 @torch.no_grad()
@@ -52,8 +79,11 @@ class _Collected:
         self.truths.setdefault(name, []).append(truth.to(torch.uint8))
 
     def scores(self) -> dict[str, float]:
-        return {name: jaccard_score(torch.cat(self.predictions[name]), torch.cat(self.truths[name]))
-                for name in self.predictions}
+        scores = {name: jaccard_score(torch.cat(self.predictions[name]), torch.cat(self.truths[name]))
+                  for name in self.predictions}
+        if "per_frame" in self.predictions:
+            scores.update(factor_scores(torch.cat(self.predictions["per_frame"]), torch.cat(self.truths["per_frame"])))
+        return scores
 
 
 def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: bool, min_pixels: int) -> None:
@@ -74,7 +104,8 @@ def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: 
 
 def score_segmenter(segmenter: Segmenter, root: str | Path, split: str, video_ids: Sequence[int] | None = None,
                     vote: bool = True, min_pixels: int = VOTE_MIN_PIXELS, progress: bool = True) -> dict[str, float]:
-    """Jaccards keyed as ROW_LABELS over the labeled videos of root/split (or those of `video_ids`)."""
+    """Jaccards keyed as ROW_LABELS, and the factor scores of the per-frame masks keyed as FACTOR_LABELS, over the
+    labeled videos of root/split (or those of `video_ids`)."""
     entries = [e for e in list_videos(root, split) if e.has_mask and (video_ids is None or e.id in set(video_ids))]
     collected = _Collected()
     segmenter.eval()
