@@ -198,10 +198,10 @@ def test_slot_route_instance_vote_fixes_a_one_frame_class_flip(monkeypatch):
 
     monkeypatch.setattr(segmenter_io, "load_segmenter", lambda path, device: FlippingSegmenter())
     frames = torch.rand(11, 3, 20, 30)
-    pcfg = OmegaConf.create({"segmenter": "s.pth", "instance_vote": False, "vote_min_pixels": 1})
+    pcfg = OmegaConf.create({"segmenter": "s.pth", "slot_instance_vote": False, "vote_min_pixels": 1})
     plain = observed_masks_source(pcfg, SimpleNamespace(device=torch.device("cpu")))(None, frames)
     assert int(plain[3, 7, 7]) == 6 and int(plain[2, 7, 7]) == 5
-    pcfg.instance_vote = True
+    pcfg.slot_instance_vote = True
     voted = observed_masks_source(pcfg, SimpleNamespace(device=torch.device("cpu")))(None, frames)
     assert voted.shape == (11, 20, 30) and bool((voted[:, 7, 7] == 5).all())
 

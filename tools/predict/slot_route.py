@@ -1,7 +1,7 @@
 """`--exp predict` with a slot stage-2 checkpoint: masks of frames 1-11 -> object states -> frame-22 masks.
 
-The masks of frames 1-11 are the segmenter's (`predict.segmenter`; with `predict.instance_vote`, one class per
-object linked over the frames), or the true ones with
+The masks of frames 1-11 are the segmenter's (`predict.segmenter`; with `predict.slot_instance_vote`, one class
+per object linked over the frames), or the true ones with
 `predict.observed_masks: true` on labeled splits (to score the dynamics alone). Only classes seen in
 frames 1-11 have an object latent, so classes absent from the observed frames are suppressed by construction.
 Per-video results, resume, the submission tensor and the output files are those of tools/predict/predict.py.
@@ -41,7 +41,7 @@ def observed_masks_source(pcfg: DictConfig, ctx: DistContext):
 
     segmenter = load_segmenter(str(pcfg.segmenter), ctx.device)
     tta = bool(pcfg.get("tta", False))
-    if not pcfg.get("instance_vote"):
+    if not pcfg.get("slot_instance_vote", pcfg.get("instance_vote")):
         return lambda entry, frames: segmenter.masks(frames, tta=tta).long()
     min_pixels = int(pcfg.get("vote_min_pixels") or 1)
 
