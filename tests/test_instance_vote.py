@@ -97,3 +97,17 @@ def test_predict_frame22_mask_votes_each_sample_then_takes_the_majority():
     assert plain[4:12, 4:12].unique().tolist() == [RED_CUBE]  # majority over samples already agrees here
     single = frame22_mask(scores[2:], None, (H, W), vote_min_pixels=1)
     assert len(single[4:12, 4:12].unique()) == 1  # the vote keeps one class for the object
+
+
+def test_a_suppressed_class_is_never_given_the_component_left_without_one_becomes_background():
+    from tools.predict.postprocess import suppress_absent_logits
+
+    scores = _scores()
+    _paint(scores, 0, slice(2, 10), slice(2, 10), {RED_CUBE: 0.0, RED_SPHERE: -1.0})
+    _paint(scores, 0, slice(12, 20), slice(20, 28), {RED_CUBE: -0.3, RED_SPHERE: -0.5})
+    allowed = torch.zeros(NUM_CLASSES, dtype=torch.bool)
+    allowed[[0, RED_CUBE]] = True  # red sphere (and all else) absent from the observed frames
+    mask = instance_vote(suppress_absent_logits(scores[0], allowed))
+    assert mask[2:10, 2:10].unique().tolist() == [RED_CUBE]
+    assert mask[12:20, 20:28].unique().tolist() == [0]  # its only allowed class is held by the likelier blob
+    assert set(mask.unique().tolist()) <= {0, RED_CUBE}

@@ -141,17 +141,19 @@ def build_tracks(labels: list[np.ndarray], link: bool) -> list[list[tuple[int, i
 
 
 def assign_classes(track_scores: np.ndarray, track_frames: list[set[int]]) -> list[int]:
-    """Greedy one-class-per-instance assignment: object class ids (1..48) per track."""
+    """Greedy one-class-per-instance assignment: object class ids (1..48) per track, 0 (background) for a track
+    whose every allowed class is taken or suppressed (-inf)."""
     n_tracks, n_classes = track_scores.shape
     # Best score first; ties by track, then class (the flat index order), so the result is deterministic.
     order = np.argsort(-track_scores.ravel(), kind="stable")
     chosen = np.full(n_tracks, -1)
     frames_of_class: dict[int, set[int]] = {}
     left = n_tracks
+    flat_scores = track_scores.ravel()
     for flat in order.tolist():
         track, column = divmod(flat, n_classes)
-        if chosen[track] >= 0:
-            continue
+        if chosen[track] >= 0 or not np.isfinite(flat_scores[flat]):
+            continue  # a class with no probability (suppressed as absent) is never given
         taken = frames_of_class.setdefault(column, set())
         if taken & track_frames[track]:
             continue  # a track in one of these frames already holds this class
@@ -160,9 +162,11 @@ def assign_classes(track_scores: np.ndarray, track_frames: list[set[int]]) -> li
         left -= 1
         if left == 0:
             break
-    # Only more than 48 tracks in one frame leave a track without a class; it keeps its best one then.
-    chosen = np.where(chosen >= 0, chosen, track_scores.argmax(1))
-    return (1 + chosen).tolist()
+    # A track is left without a class when every class it may take is suppressed or already held in its frames:
+    # it becomes background. (More than 48 tracks in one frame: it keeps its best allowed class.)
+    best = track_scores.argmax(1)
+    fallback = np.where(np.isfinite(track_scores.max(1)) & (n_tracks > n_classes), best + 1, 0)
+    return np.where(chosen >= 0, chosen + 1, fallback).tolist()
 
 
 def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str = "colour",
