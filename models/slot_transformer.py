@@ -3,9 +3,9 @@ tokens that denoises the future states of the objects seen in the observed frame
 
 Every state is expressed relative to the slot's reference: its state in the last observed frame where it is
 present. Observed tokens carry (observed state - reference, reference); target tokens carry (noisy target,
-anchor), the anchor being the reference moved on by the motion prior (tools/diffusion/slot_frames.py). A token also gets its class embedding (identity: shape, material and colour), its object code
-(the class's small mask template), its frame-index embedding and a kind flag; target tokens get the noise
-level. Padding masks cover slots a clip does not have and observed frames that are masked or where the object
+anchor), the anchor being the reference moved on by the motion prior (tools/diffusion/slot_frames.py). A token
+also gets its class embedding (identity: shape, material and colour), its object code (the class's small mask
+template), its frame-index embedding and a kind flag; target tokens get the noise level. Padding masks cover slots a clip does not have and observed frames that are masked or where the object
 is not visible.
 
 Two stacks, so sampling stays cheap: a context encoder attends over the observed (frame, slot) tokens (full

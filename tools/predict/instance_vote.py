@@ -162,10 +162,11 @@ def assign_classes(track_scores: np.ndarray, track_frames: list[set[int]]) -> li
         left -= 1
         if left == 0:
             break
-    # A track is left without a class when every class it may take is suppressed or already held in its frames:
-    # it becomes background. (More than 48 tracks in one frame: it keeps its best allowed class.)
-    best = track_scores.argmax(1)
-    fallback = np.where(np.isfinite(track_scores.max(1)) & (n_tracks > n_classes), best + 1, 0)
+    # A track left without a class: with every class open to it (no -inf score), only more than 48 tracks in its
+    # frames do that, and it keeps its best class; with classes suppressed, it becomes background, so a
+    # suppressed or held class is never given.
+    unsuppressed = np.isfinite(track_scores).all(1)
+    fallback = np.where(unsuppressed, track_scores.argmax(1) + 1, 0)
     return np.where(chosen >= 0, chosen + 1, fallback).tolist()
 
 
@@ -193,3 +194,11 @@ def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str 
                 class_of[frame][component] = class_id
     out = torch.from_numpy(np.stack([table[frame_labels] for table, frame_labels in zip(class_of, labels)]))
     return out[0] if single else out
+
+
+def voted_video_masks(segmenter, frames01: torch.Tensor, tta: bool = False, min_pixels: int = 1) -> torch.Tensor:
+    """Masks [T, H, W] (on the frames' device) of one video's frames [T, 3, H, W] in [0, 1]: a segmenter's class
+    scores (at its trained size, `Segmenter.segment`), then one class per object linked over the frames."""
+    with torch.no_grad():
+        scores = segmenter.segment(frames01.float(), tta=tta, size=segmenter.trained_size)
+    return instance_vote(scores, link_frames=True, min_pixels=min_pixels).to(frames01.device)

@@ -29,7 +29,7 @@ from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_fr
 from tools.core.distributed import DistContext, autocast, barrier
 from tools.core.checkpoint import load_checkpoint
 from tools.core.errors import UserError
-from tools.predict.instance_vote import instance_vote
+from tools.predict.instance_vote import instance_vote, voted_video_masks
 from tools.predict.postprocess import majority_vote, present_classes, suppress_absent_logits
 from tools.predict.outputs import write_gif, write_video_pngs
 from tools.core.runs import check_recorded_inputs, prepare_run_dir, run_dir_for, write_recorded_inputs
@@ -75,10 +75,9 @@ class MaskScorer:
     def observed_masks(self, observed01: torch.Tensor) -> torch.Tensor:
         """Masks [T,H,W] of the observed frames [T,3,H,W] in [0,1] (segmenter, else the first stage's head)."""
         if self.segmenter is not None:
-            scores = self.segmenter_scores(observed01)
             if self.vote_min_pixels is None:
-                return scores.argmax(1)
-            return instance_vote(scores, link_frames=True, min_pixels=self.vote_min_pixels).to(scores.device)
+                return self.segmenter_scores(observed01).argmax(1)
+            return voted_video_masks(self.segmenter, observed01, self.tta, self.vote_min_pixels)
         frames = observed01[None] * 2 - 1
         _, logits = self.predictor.first_stage.decode(self.predictor.first_stage.encode(frames, frames))
         return logits[0].argmax(1)

@@ -91,6 +91,7 @@ class SlotPredictor:
         self.first_stage, self.denoiser, self.cfg, self.device = first_stage, denoiser, cfg, device
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
         self.scales = torch.tensor(list(scales), dtype=torch.float32, device=device)
+        self.prior_decay = motion_prior(cfg)
 
     @classmethod
     def from_checkpoint(cls, path: str, device: torch.device) -> "SlotPredictor":
@@ -113,7 +114,7 @@ class SlotPredictor:
         rows = lambda idx: torch.tensor(list(idx), device=obs.device).expand(batch, -1)  # noqa: E731
         keep = torch.ones(batch, len(obs_idx), dtype=torch.bool, device=obs.device)
         cond, slots = slot_condition(obs, slot_codes, rows(obs_idx), keep, rows(tgt_idx), self.scales,
-                                     motion_prior(self.cfg))
+                                     self.prior_decay)
         cond = replace(cond, context=self.denoiser.encode_context(cond))  # once per run, not per step
         denoise = Precond(self.denoiser, self.diffusion).sampler_denoise(
             cond, float(self.cfg.diffusion.get("guidance_scale", 1.0)))

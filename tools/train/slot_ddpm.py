@@ -63,6 +63,7 @@ class SlotDiffusionTask(StageTask):
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
         self.precond = Precond(self.wrapped, self.diffusion)
         self.scales: list[float] | None = None
+        self.prior_decay = motion_prior(cfg)
 
     def measure_scales(self, batches: list[dict]) -> None:
         """Per-dimension scales of the relative targets, from a few batches, once per run."""
@@ -71,7 +72,7 @@ class SlotDiffusionTask(StageTask):
         rows = []
         for batch in batches:
             sets = draw_sets(self.cfg, batch["states"].shape[0], generator)
-            _, x0, valid = diffusion_inputs(batch, sets, unit, self.ctx.device, motion_prior(self.cfg))
+            _, x0, valid = diffusion_inputs(batch, sets, unit, self.ctx.device, self.prior_decay)
             rows.append(x0[valid[:, None].expand(-1, x0.shape[1], -1)].cpu())
         self.scales = measure_state_scales(torch.cat(rows))
 
@@ -79,7 +80,7 @@ class SlotDiffusionTask(StageTask):
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # from the saved RNG
         sets = draw_sets(self.cfg, batch["states"].shape[0], generator)
         scales = torch.tensor(self.scales, device=self.ctx.device)
-        cond, x0, valid = diffusion_inputs(batch, sets, scales, self.ctx.device, motion_prior(self.cfg))
+        cond, x0, valid = diffusion_inputs(batch, sets, scales, self.ctx.device, self.prior_decay)
         self.model.train()
         with autocast(self.ctx, self.cfg.train.get("amp")):
             loss, per_sample, t = self.diffusion.training_loss(
