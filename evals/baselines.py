@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from evals.jaccard import jaccard_score
 from evals.motion_baselines import (MOTION_BASELINES, constant_velocity_prediction, copy_last_observed,
-                                    damped_velocity_prediction, true_displacement_prediction)
+                                    damped_velocity_prediction, friction_velocity_prediction,
+                                    true_displacement_prediction)
 from tools.core.errors import UserError
 from tools.data.classes import NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
 from tools.data.clevrer import VideoEntry, list_videos, read_frames, read_mask
@@ -44,6 +45,7 @@ BASELINE_LABELS = {
     "segment_true_frame22": "segment the true frame 22 (segmentation ceiling)",
     "constant_velocity_truth": "shift frame 11 by constant velocity (true masks)",
     "damped_velocity_truth": "shift frame 11 by the last step decaying 0.85 per frame (true masks)",
+    "friction_velocity_truth": "shift frame 11 by the last step slowing to 0.93 speed - 0.15 px per frame (true masks)",
     "true_displacement_truth": "shift frame 11 by the true 11->22 displacement (true masks, ceiling)",
 }
 
@@ -175,6 +177,7 @@ def baseline_predictions(videos: SplitVideos, segmenter: torch.nn.Module | None 
             rows.setdefault("copy_frame11_truth", []).append(copy_last_observed(observed))
             rows.setdefault("constant_velocity_truth", []).append(constant_velocity_prediction(observed))
             rows.setdefault("damped_velocity_truth", []).append(damped_velocity_prediction(observed))
+            rows.setdefault("friction_velocity_truth", []).append(friction_velocity_prediction(observed))
             rows.setdefault("true_displacement_truth", []).append(
                 true_displacement_prediction(observed, full[TARGET_FRAME].long()))
         if segmenter is None:

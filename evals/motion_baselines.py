@@ -2,8 +2,10 @@
 
 - copy frame 11 (evals/baselines.py's copy_last_observed);
 - constant velocity: each object's frame-11 pixels shifted by 11 x its last observed step;
-- damped velocity: the same step continued with a per-frame decay r (r + r^2 + ... + r^11 steps; r = 0.85, the
-  slot route's default motion prior), since objects here slide and slow down;
+- damped velocity: the same step continued with a per-frame decay r (r + r^2 + ... + r^11 steps; r = 0.85),
+  since objects here slide and slow down;
+- friction velocity: the same step with its speed becoming 0.93 speed - 0.15 px each frame, so that slow objects
+  stop (sliding friction) while fast ones carry on (the slot route's default motion prior);
 - true displacement: each object's frame-11 pixels shifted by its true 11->22 centroid displacement, the
   ceiling of any "move the frame-11 shape" predictor (not a baseline one can run).
 """
@@ -19,8 +21,10 @@ from tools.data.classes import BACKGROUND, NUM_CLASSES, NUM_FRAMES, NUM_OBSERVED
 
 PREDICTION_HORIZON = TARGET_FRAME - (NUM_OBSERVED - 1)
 MOTION_BASELINES = ("copy_frame11_truth", "constant_velocity_truth", "damped_velocity_truth",
-                    "true_displacement_truth")
-DAMPED_DECAY = 0.85  # per-frame decay of the damped-velocity baseline (as model.motion_prior in the slot config)
+                    "friction_velocity_truth", "true_displacement_truth")
+DAMPED_DECAY = 0.85  # per-frame decay of the damped-velocity baseline
+# speed' = decay * speed - friction (pixels at 160 rows), as the slot config's model.motion_prior / motion_friction
+FRICTION_DECAY, FRICTION_PIXELS, FRICTION_ROWS = 0.93, 0.15, 160
 
 Displacements = dict[int, tuple[float, float]]  # class id -> (rows, columns) to move by
 
@@ -88,6 +92,27 @@ def damped_velocity_prediction(masks_obs: torch.Tensor, decay: float = DAMPED_DE
     return constant_velocity_prediction(masks_obs, decay=decay)
 
 
+def friction_velocity_prediction(masks_obs: torch.Tensor, decay: float = FRICTION_DECAY,
+                                 friction: float = FRICTION_PIXELS, horizon: int = PREDICTION_HORIZON) -> torch.Tensor:
+    """Frame-22 mask [H, W] from observed masks [T, H, W]: every object of the last observed frame continues its
+    last step with the speed becoming max(0, decay * speed - friction) each frame (friction in pixels at
+    FRICTION_ROWS rows, scaled to the masks' height); an object seen in the last frame only stays."""
+    if masks_obs.dim() != 3 or len(masks_obs) < 2:
+        raise ValueError(f"observed masks must be [T>=2, H, W], got {tuple(masks_obs.shape)}")
+    friction = friction * masks_obs.shape[-2] / FRICTION_ROWS
+    before, last = class_centroids(masks_obs[-2]), class_centroids(masks_obs[-1])
+    displacements = {}
+    for cls, centroid in last.items():
+        velocity = centroid - before[cls] if cls in before else torch.zeros(2, dtype=torch.double)
+        moved = torch.zeros(2, dtype=torch.double)
+        for _ in range(horizon):
+            speed = float(velocity.norm())
+            velocity = velocity * (max(0.0, decay * speed - friction) / speed) if speed > 0 else velocity
+            moved = moved + velocity
+        displacements[cls] = (float(moved[0]), float(moved[1]))
+    return shift_last_observed(masks_obs[-1], displacements)
+
+
 def true_displacement_prediction(masks_obs: torch.Tensor, mask22: torch.Tensor) -> torch.Tensor:
     """The ceiling of moving frame-11 shapes: each object of the last observed mask [T, H, W] shifted by
     its true centroid displacement to the frame-22 mask [H, W]; objects absent from frame 22 are dropped."""
@@ -113,13 +138,14 @@ def motion_baseline_predictions(videos: Sequence) -> tuple[dict[str, torch.Tenso
         predictions["copy_frame11_truth"].append(copy_last_observed(observed))
         predictions["constant_velocity_truth"].append(constant_velocity_prediction(observed))
         predictions["damped_velocity_truth"].append(damped_velocity_prediction(observed))
+        predictions["friction_velocity_truth"].append(friction_velocity_prediction(observed))
         predictions["true_displacement_truth"].append(true_displacement_prediction(observed, target))
         truth.append(target)
     return {name: torch.stack(masks) for name, masks in predictions.items()}, torch.stack(truth)
 
 
 def motion_baseline_scores(videos: Sequence) -> dict[str, float]:
-    """Competition Jaccard at frame 22 of copy-frame-11, constant and damped velocity and the true-displacement
+    """Competition Jaccard at frame 22 of copy-frame-11, constant, damped and friction velocity and the true-displacement
     ceiling (keys MOTION_BASELINES) over the true masks of labeled videos, each (T>=22, H, W)."""
     predictions, truth = motion_baseline_predictions(videos)
     return {name: jaccard_score(masks, truth) for name, masks in predictions.items()}

@@ -41,7 +41,7 @@ def test_benchmark_writes_its_table(synthetic_clevrer, tiny_runs, tmp_path, caps
     assert rows["grid latent skip"]["meta"]["strategy"] == "skip"
     assert set(record["baselines"]) == {"copy_frame11_truth", "copy_frame11_segmenter",
                                         "copy_frame11_segmenter_suppressed", "segment_true_frame22",
-                                        "constant_velocity_truth", "damped_velocity_truth",
+                                        "constant_velocity_truth", "damped_velocity_truth", "friction_velocity_truth",
                                         "true_displacement_truth"}
     assert record["context"]["num_videos"] == 2
     assert "| grid latent skip | skip x2 |" in markdown and "copy frame 11 (true masks)" in markdown

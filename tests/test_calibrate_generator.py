@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from evals.motion_baselines import (constant_velocity_prediction, damped_velocity_prediction, motion_baseline_scores,
+from evals.motion_baselines import (constant_velocity_prediction, damped_velocity_prediction,
+                                    friction_velocity_prediction, motion_baseline_scores,
                                     shift_last_observed, true_displacement_prediction)
 from evals.calibrate_generator import (CONSTANT_VELOCITY, COPY, SPEED_RATIO, STILL_STARTED, VELOCITY_GAIN,
                                        markdown_table, summarize)
@@ -47,6 +48,16 @@ def test_damped_velocity_follows_an_object_that_slows_down_by_its_decay():
     video = torch.from_numpy(square_video(lambda t: (10, column(t)))).long()
     assert torch.equal(damped_velocity_prediction(video[:11], decay=0.5), video[21])
     assert not torch.equal(constant_velocity_prediction(video[:11]), video[21])
+
+
+def test_friction_velocity_stops_a_slow_object_where_sliding_friction_would():
+    # 3 px/frame, then a 1 px step into frame 11; the rule then covers 0.78 + 0.58 + 0.39 + 0.21 + 0.04 = 2 px
+    def column(t: int) -> float:
+        return 2 + 3 * t if t <= 9 else 29 + min(t - 9, 3)
+    video = torch.from_numpy(square_video(lambda t: (10, column(t)))).long()
+    at_160_rows = 0.15 * 160 / H  # the friction is given in pixels at 160 rows and scaled to the masks' height
+    assert torch.equal(friction_velocity_prediction(video[:11], friction=at_160_rows), video[21])
+    assert not torch.equal(damped_velocity_prediction(video[:11]), video[21])  # 0.85 decay: 4.7 px
 
 
 def test_shift_drops_pixels_leaving_the_frame_and_classes_without_displacement():

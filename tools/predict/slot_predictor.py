@@ -25,7 +25,8 @@ from tools.core.errors import UserError
 from tools.diffusion.gaussian import GaussianDiffusion
 from tools.diffusion.precond import Precond
 from tools.diffusion.samplers import sample
-from tools.diffusion.slot_frames import frame_codes, from_relative, scatter_slots, slot_condition
+from tools.diffusion.slot_frames import (MotionPrior, frame_codes, from_relative, scatter_slots, shift_by_motion,
+                                        slot_condition)
 from tools.diffusion.strategies import complete_targets
 from tools.predict.first_stage_io import build_frozen_first_stage
 from tools.predict.postprocess import majority_vote
@@ -35,17 +36,22 @@ MODE_BANDWIDTH = 0.02  # kernel width in normalised image units (2.4 px across, 
 AmpContext = Callable[[], contextlib.AbstractContextManager]
 
 
-NOT_NETWORK_KEYS = ("backbone", "motion_prior")
+NOT_NETWORK_KEYS = ("backbone", "motion_prior", "motion_friction")
 
 
-def motion_prior(cfg: DictConfig) -> float:
-    """The per-frame decay r of the targets' damped extrapolation (`model.motion_prior`; 0 = none, as in
-    checkpoints from before it existed)."""
+def motion_prior(cfg: DictConfig) -> MotionPrior:
+    """The extrapolation the targets are anchored on: `model.motion_prior` (per-frame decay r; 0 = none, as in
+    checkpoints from before it existed) and `model.motion_friction` (pixels per frame, at data.height x
+    data.width; 0 = a pure decay, as in checkpoints from before it existed)."""
     decay = float(cfg.model.get("motion_prior", 0.0) or 0.0)
+    friction = float(cfg.model.get("motion_friction", 0.0) or 0.0)
     if not 0.0 <= decay <= 1.0:
         raise UserError(f"model.motion_prior={decay} must be within 0..1 (the per-frame decay of the extrapolated "
                         f"last step; 0 turns the prior off)")
-    return decay
+    if friction < 0:
+        raise UserError(f"model.motion_friction={friction} must be >= 0 (pixels per frame of speed lost each frame)")
+    pixels = (float(cfg.data.get("width", 240)) / 2, float(cfg.data.get("height", 160)) / 2)
+    return MotionPrior(decay, friction, pixels)
 
 
 def build_slot_denoiser(cfg: DictConfig) -> SlotTransformer:
@@ -91,7 +97,7 @@ class SlotPredictor:
         self.first_stage, self.denoiser, self.cfg, self.device = first_stage, denoiser, cfg, device
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
         self.scales = torch.tensor(list(scales), dtype=torch.float32, device=device)
-        self.prior_decay = motion_prior(cfg)
+        self.prior = motion_prior(cfg)
 
     @classmethod
     def from_checkpoint(cls, path: str, device: torch.device) -> "SlotPredictor":
@@ -113,20 +119,21 @@ class SlotPredictor:
         batch = obs.shape[0]
         rows = lambda idx: torch.tensor(list(idx), device=obs.device).expand(batch, -1)  # noqa: E731
         keep = torch.ones(batch, len(obs_idx), dtype=torch.bool, device=obs.device)
-        cond, slots = slot_condition(obs, slot_codes, rows(obs_idx), keep, rows(tgt_idx), self.scales,
-                                     self.prior_decay)
+        cond, slots = slot_condition(obs, slot_codes, rows(obs_idx), keep, rows(tgt_idx), self.scales, self.prior)
         cond = replace(cond, context=self.denoiser.encode_context(cond))  # once per run, not per step
+        cond = replace(cond, motion=self.denoiser.motion(cond))
         denoise = Precond(self.denoiser, self.diffusion).sampler_denoise(
             cond, float(self.cfg.diffusion.get("guidance_scale", 1.0)))
         gen_device = generator.device if generator is not None else obs.device
         shape = (batch, len(tgt_idx), slots.shape[1], obs.shape[-1])
-        x_T = torch.randn(shape, generator=generator, device=gen_device).to(obs.device)
         dcfg = self.cfg.diffusion
+        temperature = float(dcfg.get("temperature", 1.0))  # < 1: samples nearer the most likely ones (DDIM)
+        x_T = torch.randn(shape, generator=generator, device=gen_device).to(obs.device) * temperature
         with (amp or contextlib.nullcontext)():
             x0 = sample(lambda x, t: denoise(x, t).float(), x_T, self.diffusion, str(dcfg.sampler),
                         int(dcfg.sample_steps), float(dcfg.get("eta", 0.0)), generator)
-        return scatter_slots(from_relative(x0.float(), cond.anchor, self.scales), slots, cond.valid,
-                             obs.shape[2])
+        x0 = shift_by_motion(x0.float(), cond.motion, 1.0)  # sampled residuals -> offsets from the anchor
+        return scatter_slots(from_relative(x0, cond.anchor, self.scales), slots, cond.valid, obs.shape[2])
 
     @torch.no_grad()
     def sample_states(self, observed_masks: torch.Tensor, targets: Sequence[int], n_samples: int = 1,

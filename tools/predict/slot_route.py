@@ -55,6 +55,8 @@ def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: Di
     predictor = SlotPredictor.from_checkpoint(str(pcfg.ddpm), ctx.device)
     if pcfg.get("sample_steps"):
         predictor.cfg.diffusion.sample_steps = int(pcfg.sample_steps)
+    if pcfg.get("slot_temperature") is not None:
+        predictor.cfg.diffusion.temperature = float(pcfg.slot_temperature)
     masks_of = observed_masks_source(pcfg, ctx)
     n_obs = int(predictor.cfg.data.cond_frames)
     targets = [int(t) for t in pcfg.targets]

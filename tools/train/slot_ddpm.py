@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.slots import STATE_DIM, STATE_NAMES, gather_frame, last_present
-from tools.core.distributed import DistContext, autocast
+from tools.core.distributed import DistContext, autocast, unwrap
 from tools.core.errors import UserError
 from tools.data.classes import TARGET_FRAME
 from tools.data.datasets import validation_clips
@@ -27,7 +27,8 @@ from tools.data.stage import require_data_path
 from tools.diffusion.frame_sets import gather_frames, sample_frame_sets_batch
 from tools.diffusion.gaussian import GaussianDiffusion
 from tools.diffusion.precond import Precond
-from tools.diffusion.slot_frames import measure_state_scales, pick, slot_condition, to_relative
+from tools.diffusion.slot_frames import (MotionPrior, measure_state_scales, pick, shift_by_motion, slot_condition,
+                                        to_relative)
 from tools.predict.first_stage_io import build_frozen_first_stage, first_stage_record
 from tools.predict.slot_predictor import SlotPredictor, build_slot_denoiser, motion_prior
 from tools.train.loop import open_stage, run_stage
@@ -42,15 +43,23 @@ def draw_sets(cfg: DictConfig, batch_size: int, generator: torch.Generator):
         prob_competition_case=float(fcfg.prob_competition_case))
 
 
-def diffusion_inputs(batch: dict, sets: tuple, scales: torch.Tensor, device: torch.device, prior_decay: float):
+def diffusion_inputs(batch: dict, sets: tuple, scales: torch.Tensor, device: torch.device, prior: MotionPrior):
     """(SlotCond, x0 in model units [B, Tt, S, D], valid [B, S]) of a batch of trajectories and frame sets."""
     obs_idx, tgt_idx, obs_keep = (s.to(device) for s in sets)
     states, codes = batch["states"].to(device), batch["codes"].to(device)
     observed = gather_frames(states, obs_idx)
     slot_codes = gather_frame(gather_frames(codes, obs_idx), last_present(observed, obs_keep))
-    cond, slots = slot_condition(observed, slot_codes, obs_idx, obs_keep, tgt_idx, scales, prior_decay)
+    cond, slots = slot_condition(observed, slot_codes, obs_idx, obs_keep, tgt_idx, scales, prior)
     targets = pick(gather_frames(states, tgt_idx), slots, 2)
     return cond, to_relative(targets, cond.anchor, scales), cond.valid
+
+
+def motion_l1(motion: torch.Tensor, x0: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean L1 error of the motion head's centroid offsets [B, Tt, S, 2] against the targets' (model units), over
+    the real slots present in the target frame (relative presence 0; an object that has gone has -1 / scale)."""
+    present = (x0[..., 0].abs() < 0.5) & valid[:, None]
+    error = (motion.float() - x0[..., 1:3].float()).abs().sum(-1)
+    return (error * present).sum() / present.sum().clamp(min=1)
 
 
 class SlotDiffusionTask(StageTask):
@@ -63,7 +72,8 @@ class SlotDiffusionTask(StageTask):
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
         self.precond = Precond(self.wrapped, self.diffusion)
         self.scales: list[float] | None = None
-        self.prior_decay = motion_prior(cfg)
+        self.prior = motion_prior(cfg)
+        self.motion_weight = float(cfg.train.get("motion_loss_weight", 1.0))
 
     def measure_scales(self, batches: list[dict]) -> None:
         """Per-dimension scales of the relative targets, from a few batches, once per run."""
@@ -72,7 +82,7 @@ class SlotDiffusionTask(StageTask):
         rows = []
         for batch in batches:
             sets = draw_sets(self.cfg, batch["states"].shape[0], generator)
-            _, x0, valid = diffusion_inputs(batch, sets, unit, self.ctx.device, self.prior_decay)
+            _, x0, valid = diffusion_inputs(batch, sets, unit, self.ctx.device, self.prior)
             rows.append(x0[valid[:, None].expand(-1, x0.shape[1], -1)].cpu())
         self.scales = measure_state_scales(torch.cat(rows))
 
@@ -80,14 +90,28 @@ class SlotDiffusionTask(StageTask):
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # from the saved RNG
         sets = draw_sets(self.cfg, batch["states"].shape[0], generator)
         scales = torch.tensor(self.scales, device=self.ctx.device)
-        cond, x0, valid = diffusion_inputs(batch, sets, scales, self.ctx.device, self.prior_decay)
+        cond, x0, valid = diffusion_inputs(batch, sets, scales, self.ctx.device, self.prior)
         self.model.train()
+        with torch.no_grad():  # the head's current guess: the diffusion works on the residual from it
+            guess = unwrap(self.model).motion(cond)
+        residual = shift_by_motion(x0, guess, -1.0)
+        motions = []
+
+        def network(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # one forward: denoiser and motion head
+            out, motion = self.wrapped(x_t, self.precond.noise_input(t), cond, with_motion=True)
+            motions.append(motion)
+            return out
+
         with autocast(self.ctx, self.cfg.train.get("amp")):
-            loss, per_sample, t = self.diffusion.training_loss(
-                lambda x, tt: self.precond.network_output(x, tt, cond), x0, generator,
-                weight=valid[:, None, :, None])
+            loss, per_sample, t = self.diffusion.training_loss(network, residual, generator,
+                                                               weight=valid[:, None, :, None])
+        logs = {}
+        if motions[0] is not None:
+            motion_loss = motion_l1(motions[0], x0, valid)
+            loss = loss + self.motion_weight * motion_loss
+            logs["motion_l1"] = motion_loss.item()
         self.step(loss)
-        return {"loss": loss.item(), **self.diffusion.loss_by_bucket(t.cpu(), per_sample.cpu())}
+        return {"loss": loss.item(), **logs, **self.diffusion.loss_by_bucket(t.cpu(), per_sample.cpu())}
 
     def state_dict(self) -> dict[str, Any]:
         return dict(super().state_dict(), slot_scales=self.scales, first_stage=self.record)
@@ -130,15 +154,16 @@ def validate(task: SlotDiffusionTask, clips: DataLoader | None) -> dict[str, flo
 
 def trajectory_sources(cfg: DictConfig, root: str) -> list[tuple[str, str]]:
     """(root, split) pairs to train on: the labeled splits of --data_path, plus data.trajectory_path's
-    data.trajectory_splits (e.g. thousands of masks-only generated videos)."""
+    data.trajectory_splits (e.g. thousands of masks-only generated videos; one path or a list of paths)."""
     sources = [(root, str(split)) for split in cfg.data.labeled_splits]
     extra = cfg.data.get("trajectory_path")
-    if extra:
-        if not Path(str(extra)).is_dir():
-            raise UserError(f"data.trajectory_path '{extra}' does not exist; generate it with `python main.py --exp "
-                            f"generate --data_path {extra} --config_mod masks_only=true counts.train=2000 "
+    paths = [] if not extra else [extra] if isinstance(extra, str) else list(extra)
+    for path in paths:
+        if not Path(str(path)).is_dir():
+            raise UserError(f"data.trajectory_path '{path}' does not exist; generate it with `python main.py --exp "
+                            f"generate --data_path {path} --config_mod masks_only=true counts.train=2000 "
                             f"counts.val=0 counts.hidden=0` or set it to null")
-        sources += [(str(extra), str(split)) for split in cfg.data.get("trajectory_splits") or ["train"]]
+        sources += [(str(path), str(split)) for split in cfg.data.get("trajectory_splits") or ["train"]]
     return sources
 
 
