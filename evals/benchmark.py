@@ -42,6 +42,7 @@ from evals.eval_run import EvalSettings, evaluate_predictions  # noqa: E402
 from evals.predictions_folder import load_predictions  # noqa: E402
 from models import ModelConfigError  # noqa: E402
 from tools.core.atomic import write_text_atomic  # noqa: E402
+from tools.core.checkpoint import load_checkpoint  # noqa: E402
 from tools.core.config import load_yaml  # noqa: E402
 from tools.core.distributed import init_distributed  # noqa: E402
 from tools.core.errors import UserError  # noqa: E402
@@ -80,6 +81,7 @@ class Row:
     ddpm: str
     strategy: str
     observed_masks: bool = False  # slot route: the true masks of frames 1-11 instead of the segmenter's
+    slot_combine: str | None = None  # slot route: predict.slot_combine for this row (None: the predict config's)
 
     @property
     def folder_name(self) -> str:
@@ -98,6 +100,8 @@ def predict_config(args: argparse.Namespace, row: Row, targets: list[int]):
     pcfg.ddpm, pcfg.segmenter, pcfg.split, pcfg.strategy = row.ddpm, args.segmenter, args.split, row.strategy
     pcfg.targets, pcfg.max_videos, pcfg.observed_masks = targets, args.max_videos, row.observed_masks
     pcfg.png_videos, pcfg.gif_videos = 0, 0
+    if row.slot_combine:
+        pcfg.slot_combine = row.slot_combine
     for key in ("n_samples", "sample_steps", "batch_size"):
         if getattr(args, key) is not None:
             pcfg[key] = getattr(args, key)
@@ -162,11 +166,19 @@ def markdown_table(results: list[dict], baselines: dict[str, float], context: di
     return "\n".join(lines) + "\n"
 
 
+def has_motion_head(checkpoint: str) -> bool:
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    return bool(state.get("config", {}).get("model", {}).get("motion_head"))
+
+
 def benchmark_rows(args: argparse.Namespace) -> list[Row]:
     """Slot route (dynamics alone, then end to end when a segmenter is given), then the grid-latent model."""
     rows = []
     if args.slot_ddpm:
         rows.append(Row("slots, true masks of frames 1-11", args.slot_ddpm, args.strategies[0], observed_masks=True))
+        if has_motion_head(args.slot_ddpm):  # what the diffusion samples add to the head's deterministic guess
+            rows.append(Row("slots, true masks, the motion head's guess alone (no diffusion)", args.slot_ddpm,
+                            args.strategies[0], observed_masks=True, slot_combine="guess"))
         if args.segmenter:
             rows.append(Row("slots, segmenter masks of frames 1-11", args.slot_ddpm, args.strategies[0]))
     if args.ddpm:

@@ -5,8 +5,14 @@ Every state is expressed relative to the slot's reference: its state in the last
 present. Observed tokens carry (observed state - reference, reference); target tokens carry (noisy target,
 anchor), the anchor being the reference moved on by the motion prior (tools/diffusion/slot_frames.py). A token
 also gets its class embedding (identity: shape, material and colour), its object code (the class's small mask
-template), its frame-index embedding and a kind flag; target tokens get the noise level. Padding masks cover slots a clip does not have and observed frames that are masked or where the object
-is not visible.
+template), its frame-index embedding and a kind flag; target tokens get the noise level. Padding masks cover
+slots a clip does not have and observed frames that are masked or where the object is not visible.
+
+With `motion_head`, a small MLP (MotionHead) first guesses each target's centroid from the slot's recent history
+and its closest-approach neighbours; the diffusion then works on the residual from that guess, and the denoiser
+gets the guess as an input. With 3000 generated trajectories and 30 CPU-minutes of training, this took the
+frame-22 Jaccard on 200 generated val videos from 0.535 (the model before it: a 0.85-decay anchor, no head) to
+0.597 (friction anchor, head, residual diffusion).
 
 Two stacks, so sampling stays cheap: a context encoder attends over the observed (frame, slot) tokens (full
 attention: objects interact, frames of a slot form its trajectory) and pools each slot's tokens into one

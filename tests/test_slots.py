@@ -126,6 +126,14 @@ def test_slot_stage2_trains_samples_and_resumes_with_the_same_step(tmp_path, syn
     observed = [set(read_mask(e.path)[:11].unique().tolist()) for e in list_videos(synthetic_clevrer, "val")]
     for mask, classes in zip(submission, observed):
         assert set(mask.unique().tolist()) <= classes  # only classes seen in frames 1-11
+    # the motion head's guess alone: no sampling, so the seed changes nothing
+    guesses = []
+    for seed in ("1", "2"):
+        assert main.main(["--exp", "predict", "--id", f"g{seed}", "--data_path", str(synthetic_clevrer), "--seed",
+                          seed, "--results_dir", str(tmp_path), "--config_mod", f"predict.ddpm={run / 'model_last.pth'}",
+                          "predict.observed_masks=true", "predict.slot_combine=guess"]) == 0
+        guesses.append(torch.load(tmp_path / f"predict_g{seed}_CLEVRER_{seed}" / "submission.pt", weights_only=True))
+    assert guesses[0].shape == (2, 160, 240) and torch.equal(guesses[0], guesses[1])
 
 
 def test_slot_cache_is_reused_and_grows_with_the_split(tmp_path, synthetic_clevrer):

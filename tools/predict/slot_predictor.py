@@ -4,7 +4,8 @@ A slot stage-2 checkpoint is self-contained (the slot first stage's config and w
 weights, the state scales), so prediction needs no training code. The samples are combined into one mask
 by a per-pixel vote over the decoded samples (`vote`), by decoding the mean sampled state (`mean_state`:
 presence by majority), or by decoding each object's most typical sample (`mode`: the sample whose centroid has
-the most other samples' centroids near it, a kernel density estimate). One mask is scored, and the Jaccard of
+the most other samples' centroids near it, a kernel density estimate). `guess` skips the diffusion and decodes
+the motion head's deterministic guess (an ablation: what the samples add to it). One mask is scored, and the Jaccard of
 a moved object is all or nothing: when an object may or may not be hit, the mean puts it between the two
 outcomes and scores in neither, while the mode picks the likelier one.
 """
@@ -31,7 +32,7 @@ from tools.diffusion.strategies import complete_targets
 from tools.predict.first_stage_io import build_frozen_first_stage
 from tools.predict.postprocess import majority_vote
 
-COMBINES = ("vote", "mean_state", "mode")
+COMBINES = ("vote", "mean_state", "mode", "guess")  # guess: the motion head's deterministic guess, no sampling
 MODE_BANDWIDTH = 0.02  # kernel width in normalised image units (2.4 px across, 1.6 px down); measured best of 0.02-0.1
 AmpContext = Callable[[], contextlib.AbstractContextManager]
 
@@ -114,8 +115,10 @@ class SlotPredictor:
     @torch.no_grad()
     def sample_targets(self, obs: torch.Tensor, obs_idx: Sequence[int], tgt_idx: Sequence[int],
                        slot_codes: torch.Tensor, generator: torch.Generator | None,
-                       amp: AmpContext | None = None) -> torch.Tensor:
-        """One conditional sampling run: absolute states of observed frames [B, To, 48, D] -> targets [B, Tt, 48, D]."""
+                       amp: AmpContext | None = None, guess: bool = False) -> torch.Tensor:
+        """One conditional sampling run: absolute states of observed frames [B, To, 48, D] -> targets [B, Tt, 48, D].
+
+        guess: no sampling; the motion head's guess (a zero residual: every object stays present)."""
         batch = obs.shape[0]
         rows = lambda idx: torch.tensor(list(idx), device=obs.device).expand(batch, -1)  # noqa: E731
         keep = torch.ones(batch, len(obs_idx), dtype=torch.bool, device=obs.device)
@@ -124,8 +127,14 @@ class SlotPredictor:
         cond = replace(cond, motion=self.denoiser.motion(cond))
         denoise = Precond(self.denoiser, self.diffusion).sampler_denoise(
             cond, float(self.cfg.diffusion.get("guidance_scale", 1.0)))
-        gen_device = generator.device if generator is not None else obs.device
         shape = (batch, len(tgt_idx), slots.shape[1], obs.shape[-1])
+        if guess:
+            if cond.motion is None:
+                raise UserError("predict.slot_combine=guess needs a slot checkpoint with a motion head "
+                                "(model.motion_head: true); use mode, mean_state or vote")
+            x0 = shift_by_motion(torch.zeros(shape, device=obs.device), cond.motion, 1.0)
+            return scatter_slots(from_relative(x0, cond.anchor, self.scales), slots, cond.valid, obs.shape[2])
+        gen_device = generator.device if generator is not None else obs.device
         dcfg = self.cfg.diffusion
         temperature = float(dcfg.get("temperature", 1.0))  # < 1: samples nearer the most likely ones (DDIM)
         x_T = torch.randn(shape, generator=generator, device=gen_device).to(obs.device) * temperature
@@ -138,10 +147,12 @@ class SlotPredictor:
     @torch.no_grad()
     def sample_states(self, observed_masks: torch.Tensor, targets: Sequence[int], n_samples: int = 1,
                       strategy: str | None = None, generator: torch.Generator | None = None,
-                      amp: AmpContext | None = None, states: torch.Tensor | None = None) -> torch.Tensor:
+                      amp: AmpContext | None = None, states: torch.Tensor | None = None,
+                      guess: bool = False) -> torch.Tensor:
         """Observed masks [B, To, H, W] (frames 0..To-1) -> sampled absolute states [B, N, K, 48, D].
 
-        states: the masks' states when the caller has them already (SlotLatents.states)."""
+        states: the masks' states when the caller has them already (SlotLatents.states); guess: the motion
+        head's guess instead of samples (sample_targets)."""
         batch, n_obs = observed_masks.shape[:2]
         if states is None:
             states = mask_states(observed_masks.long(), self.first_stage.num_classes)
@@ -152,7 +163,8 @@ class SlotPredictor:
         slot_codes = slot_codes.repeat_interleave(n_samples, 0)
         known = {i: states[:, i] for i in range(n_obs)}
         known = complete_targets(known, targets, n_obs, self.cfg.inference,
-                                 lambda o, t, obs: self.sample_targets(obs, o, t, slot_codes, generator, amp), strategy)
+                                 lambda o, t, obs: self.sample_targets(obs, o, t, slot_codes, generator, amp, guess),
+                                 strategy)
         sampled = torch.stack([known[i] for i in targets], dim=1)
         return sampled.reshape(batch, n_samples, *sampled.shape[1:])
 
@@ -167,6 +179,8 @@ class SlotPredictor:
         if combine not in COMBINES:
             raise UserError(f"predict.slot_combine={combine!r} is unknown; use one of {', '.join(COMBINES)}")
         batch, n_samples = states.shape[:2]
+        if combine == "guess":
+            combine = "vote"  # one state per object already
         if combine == "mean_state":
             states, n_samples = mean_state(states), 1
         elif combine == "mode":
@@ -184,7 +198,11 @@ class SlotPredictor:
                 n_samples: int = 1, strategy: str | None = None, combine: str = "vote",
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks [B, K, H, W] uint8 and RGB [B, K, 3, H, W] in [0, 1] of the target frames."""
+        if combine not in COMBINES:
+            raise UserError(f"predict.slot_combine={combine!r} is unknown; use one of {', '.join(COMBINES)}")
         latents = self.latents(observed_masks, observed_frames)
-        sampled = self.sample_states(observed_masks, targets, n_samples, strategy, generator, states=latents.states)
+        guess = combine == "guess"
+        sampled = self.sample_states(observed_masks, targets, 1 if guess else n_samples, strategy, generator,
+                                     states=latents.states, guess=guess)
         outputs = [self.decode_masks(latents, sampled[:, :, k], combine) for k in range(len(targets))]
         return torch.stack([o[0] for o in outputs], 1), torch.stack([o[1] for o in outputs], 1)
