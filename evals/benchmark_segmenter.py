@@ -15,14 +15,18 @@ Writes benchmark.md / .json.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import resource
-import time
+import sys
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
 
 PER_FRAME = "per_frame"
 

@@ -78,7 +78,9 @@ def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: Di
     elapsed = time.perf_counter() - start
     meta = {"split": str(pcfg.split), "targets": targets, "route": "slots",
             "strategy": strategy or str(predictor.cfg.inference.strategy), "n_samples": n_samples,
-            "slot_combine": combine, "sec_per_video": elapsed / len(todo) if todo else None,
+            "slot_combine": combine, "sample_steps": int(predictor.cfg.diffusion.sample_steps),
+            "temperature": float(predictor.cfg.diffusion.get("temperature", 1.0)),
+            "sec_per_video": elapsed / len(todo) if todo else None,
             "peak_mem_gib": peak_memory_gib(ctx.device), "ddpm_checkpoint": str(pcfg.ddpm),
             "segmenter_checkpoint": str(pcfg.segmenter) if pcfg.get("segmenter") else None,
             "observed_masks": "true" if pcfg.get("observed_masks") else "segmenter",
