@@ -145,7 +145,7 @@ def motion_baseline_predictions(videos: Sequence) -> tuple[dict[str, torch.Tenso
 
 
 def motion_baseline_scores(videos: Sequence) -> dict[str, float]:
-    """Competition Jaccard at frame 22 of copy-frame-11, constant, damped and friction velocity and the true-displacement
-    ceiling (keys MOTION_BASELINES) over the true masks of labeled videos, each (T>=22, H, W)."""
+    """Competition Jaccard at frame 22 of copy-frame-11, constant, damped and friction velocity and the
+    true-displacement ceiling (keys MOTION_BASELINES) over the true masks of labeled videos, each (T>=22, H, W)."""
     predictions, truth = motion_baseline_predictions(videos)
     return {name: jaccard_score(masks, truth) for name, masks in predictions.items()}

@@ -96,7 +96,10 @@ def neighbour_features(position: Tensor, velocity: Tensor, size: Tensor, valid: 
     gap = (rel + rel_v * when[..., None]).norm(dim=-1)
     pair = valid[:, None] & valid[:, :, None] & ~torch.eye(slots, dtype=torch.bool, device=valid.device)
     order = gap.masked_fill(~pair, float("inf")).argsort(-1)[..., :k]  # [B, S, k']
-    take = lambda x: x.gather(2, order if x.dim() == 3 else order[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
+
+    def take(x: Tensor) -> Tensor:  # the k chosen others of each slot
+        return x.gather(2, order if x.dim() == 3 else order[..., None].expand(-1, -1, -1, x.shape[-1]))
+
     features = torch.cat([take(rel), take(rel_v) * VELOCITY_SCALE, take(when[..., None]) / HORIZON,
                           take(gap[..., None]), take(size[:, None].expand(-1, slots, -1)[..., None]) / 10,
                           take(pair[..., None]).float()], -1)

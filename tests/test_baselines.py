@@ -27,7 +27,8 @@ def test_copy_frame11_truth_matches_independent_jaccard(synthetic_clevrer):
     masks = [np.load(synthetic_clevrer / "val" / name / "mask.npy") for name in ("video_3", "video_4")]
     expected = numpy_jaccard(np.stack([m[10] for m in masks]), np.stack([m[21] for m in masks]))
     scores = baseline_table(synthetic_clevrer, "val", progress=False)
-    assert set(scores) == {"copy_frame11_truth", "constant_velocity_truth", "damped_velocity_truth", "friction_velocity_truth",
+    assert set(scores) == {"copy_frame11_truth", "constant_velocity_truth", "damped_velocity_truth",
+                           "friction_velocity_truth",
                            "true_displacement_truth"}
     assert scores["copy_frame11_truth"] == pytest.approx(expected, abs=1e-6)
     # squares moving in straight lines: moving frame 11 by the true displacement beats copying it
@@ -64,7 +65,8 @@ def test_segmenter_baselines_and_ceiling(synthetic_clevrer, tmp_path):
     assert masks.shape == (3, 40, 60) and masks.dtype == torch.uint8 and int(masks.max()) < 49
     scores = baseline_table(synthetic_clevrer, "val", segmenter=segmenter, video_ids=[4], progress=False)
     assert set(scores) == {"copy_frame11_truth", "copy_frame11_segmenter", "copy_frame11_segmenter_suppressed",
-                           "segment_true_frame22", "constant_velocity_truth", "damped_velocity_truth", "friction_velocity_truth",
+                           "segment_true_frame22", "constant_velocity_truth", "damped_velocity_truth",
+                           "friction_velocity_truth",
                            "true_displacement_truth"}
     assert all(0.0 <= value <= 1.0 for value in scores.values())
 

@@ -130,7 +130,8 @@ def test_slot_stage2_trains_samples_and_resumes_with_the_same_step(tmp_path, syn
     guesses = []
     for seed in ("1", "2"):
         assert main.main(["--exp", "predict", "--id", f"g{seed}", "--data_path", str(synthetic_clevrer), "--seed",
-                          seed, "--results_dir", str(tmp_path), "--config_mod", f"predict.ddpm={run / 'model_last.pth'}",
+                          seed, "--results_dir", str(tmp_path), "--config_mod",
+                          f"predict.ddpm={run / 'model_last.pth'}",
                           "predict.observed_masks=true", "predict.slot_combine=guess"]) == 0
         guesses.append(torch.load(tmp_path / f"predict_g{seed}_CLEVRER_{seed}" / "submission.pt", weights_only=True))
     assert guesses[0].shape == (2, 160, 240) and torch.equal(guesses[0], guesses[1])
