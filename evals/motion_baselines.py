@@ -18,6 +18,7 @@ import torch
 from evals.jaccard import jaccard_score
 from tools.core.errors import UserError
 from tools.data.classes import BACKGROUND, NUM_CLASSES, NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
+from tools.diffusion.slot_frames import friction_travel
 
 PREDICTION_HORIZON = TARGET_FRAME - (NUM_OBSERVED - 1)
 MOTION_BASELINES = ("copy_frame11_truth", "constant_velocity_truth", "damped_velocity_truth",
@@ -104,11 +105,7 @@ def friction_velocity_prediction(masks_obs: torch.Tensor, decay: float = FRICTIO
     displacements = {}
     for cls, centroid in last.items():
         velocity = centroid - before[cls] if cls in before else torch.zeros(2, dtype=torch.double)
-        moved = torch.zeros(2, dtype=torch.double)
-        for _ in range(horizon):
-            speed = float(velocity.norm())
-            velocity = velocity * (max(0.0, decay * speed - friction) / speed) if speed > 0 else velocity
-            moved = moved + velocity
+        moved = friction_travel(velocity, decay, friction, horizon)[-1]
         displacements[cls] = (float(moved[0]), float(moved[1]))
     return shift_last_observed(masks_obs[-1], displacements)
 

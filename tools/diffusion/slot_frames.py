@@ -101,19 +101,27 @@ def prior_displacement(step: Tensor, ahead: Tensor, prior: MotionPrior) -> Tenso
     if prior.friction <= 0:
         return step[:, None] * damped_frames(ahead, prior.decay)[..., None]
     pixels = step.new_tensor(prior.pixels)
-    velocity = step[..., 1:3] * pixels                                  # [B, S, 2] pixels per frame
-    covered, travelled = [torch.zeros_like(velocity)], torch.zeros_like(velocity)
-    for _ in range(int(ahead.max().clamp(min=0))):
-        speed = velocity.norm(dim=-1, keepdim=True)
-        velocity = velocity * ((prior.decay * speed - prior.friction).clamp(min=0) / speed.clamp(min=1e-6))
-        travelled = travelled + velocity
-        covered.append(travelled)
-    table = torch.stack(covered, 1) / pixels                            # [B, n + 1, S, 2] normalised units
-    index = ahead.clamp(min=0, max=len(covered) - 1).long()
+    frames = int(ahead.max().clamp(min=0))
+    travel = friction_travel(step[..., 1:3] * pixels, prior.decay, prior.friction, frames)  # [n + 1, B, S, 2] px
+    table = travel.movedim(0, 1) / pixels                               # [B, n + 1, S, 2] normalised units
+    index = ahead.clamp(min=0, max=frames).long()
     moved = table.gather(1, index[..., None].expand(-1, -1, -1, 2))     # [B, Tt, S, 2]
     out = torch.zeros(*ahead.shape, step.shape[-1], dtype=step.dtype, device=step.device)
     out[..., 1:3] = moved
     return out
+
+
+def friction_travel(velocity: Tensor, decay: float, friction: float, frames: int) -> Tensor:
+    """Distance covered after 0, 1, ..., `frames` frames [frames + 1, ..., 2] by objects of per-frame velocity
+    [..., 2] (pixels) whose speed becomes max(0, decay * speed - friction) each frame (the motion prior's rule,
+    also the friction_velocity_truth baseline of evals/motion_baselines.py)."""
+    covered, travelled = [torch.zeros_like(velocity)], torch.zeros_like(velocity)
+    for _ in range(frames):
+        speed = velocity.norm(dim=-1, keepdim=True)
+        velocity = velocity * ((decay * speed - friction).clamp(min=0) / speed.clamp(min=1e-6))
+        travelled = travelled + velocity
+        covered.append(travelled)
+    return torch.stack(covered)
 
 
 def last_step(obs: Tensor, visible: Tensor, obs_idx: Tensor, last: Tensor) -> Tensor:

@@ -70,6 +70,11 @@ def is_slot_checkpoint(state: dict) -> bool:
     return "slot_scales" in state
 
 
+def require_combine(combine: str) -> None:
+    if combine not in COMBINES:
+        raise UserError(f"predict.slot_combine={combine!r} is unknown; use one of {', '.join(COMBINES)}")
+
+
 def mean_state(states: torch.Tensor) -> torch.Tensor:
     """[B, N, 48, D] -> [B, 1, 48, D]: presence by majority, the other dimensions averaged over the samples where
     the object is present."""
@@ -176,8 +181,7 @@ class SlotPredictor:
     def decode_masks(self, latents: SlotLatents, states: torch.Tensor, combine: str = "vote"
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampled states [B, N, 48, D] of one frame -> (one mask [B, H, W] uint8, rgb of sample 0 [B, 3, H, W])."""
-        if combine not in COMBINES:
-            raise UserError(f"predict.slot_combine={combine!r} is unknown; use one of {', '.join(COMBINES)}")
+        require_combine(combine)
         batch, n_samples = states.shape[:2]
         if combine == "guess":
             combine = "vote"  # one state per object already
@@ -198,8 +202,7 @@ class SlotPredictor:
                 n_samples: int = 1, strategy: str | None = None, combine: str = "vote",
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks [B, K, H, W] uint8 and RGB [B, K, 3, H, W] in [0, 1] of the target frames."""
-        if combine not in COMBINES:
-            raise UserError(f"predict.slot_combine={combine!r} is unknown; use one of {', '.join(COMBINES)}")
+        require_combine(combine)
         latents = self.latents(observed_masks, observed_frames)
         guess = combine == "guess"
         sampled = self.sample_states(observed_masks, targets, 1 if guess else n_samples, strategy, generator,
