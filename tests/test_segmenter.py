@@ -10,10 +10,11 @@ import main
 from models.segmenter import Segmenter
 from tools.predict.segmenter_io import load_segmenter
 from tools.core.checkpoint import load_checkpoint
+from tools.core.errors import UserError
 from tools.data.classes import NUM_CLASSES, class_id
 from tools.core.logger import read_stats
 from tools.train.seg_losses import SegmentationLoss, soft_dice_loss
-from tools.data.frames import augment_batch, evenly_spread
+from tools.data.frames import augment_batch, crop_corners, evenly_spread
 
 HEIGHT, WIDTH = 32, 48  # not a multiple of 32 in width: exercises the padding
 FRAMES = 22
@@ -129,7 +130,6 @@ def test_ce_dice_loss_falls_on_a_fixed_batch():
 def test_local_encoder_weights_are_loaded_and_mismatches_refused(tmp_path):
     import torchvision
 
-    from tools.core.errors import UserError
     from tools.predict.segmenter_io import load_local_encoder_weights
 
     resnet = torchvision.models.resnet18(weights=None)
@@ -154,6 +154,23 @@ def test_augmentation_flips_frame_and_mask_together():
     jittered, same_mask = augment_batch(rgb, mask, {"hflip": False, "brightness": 0.5, "contrast": 0.5,
                                                     "saturation": 0.5})
     assert torch.equal(same_mask, mask) and 0 <= jittered.min() and jittered.max() <= 1
+
+
+def test_crops_keep_frame_and_mask_aligned_and_centre_on_objects():
+    torch.manual_seed(4)
+    rgb = torch.rand(6, 3, 40, 60)
+    mask = torch.zeros(6, 40, 60, dtype=torch.long)
+    mask[:, 30:34, 50:55] = 7  # one small object in a corner of every frame
+    rgb[:, 0] = mask.float() / 7  # the red channel carries the mask, to check both are cut the same way
+    cropped, cropped_mask = augment_batch(rgb, mask, {"hflip": True, "crop": [16, 24],
+                                                      "crop_object_probability": 1.0})
+    assert cropped.shape == (6, 3, 16, 24) and cropped_mask.shape == (6, 16, 24)
+    assert torch.equal((cropped[:, 0] > 0.5).long() * 7, cropped_mask)
+    assert bool((cropped_mask == 7).flatten(1).any(1).all())  # every crop holds the object
+    corners = crop_corners(mask, (16, 24), object_probability=0.0)
+    assert bool((corners[:, 0] <= 24).all() and (corners[:, 1] <= 36).all() and (corners >= 0).all())
+    with pytest.raises(UserError, match="data.augment.crop"):
+        augment_batch(rgb, mask, {"crop": [16]})
 
 
 def test_evenly_spread():
