@@ -59,3 +59,19 @@ def test_single_process_is_unwrapped_and_unwrap_is_safe():
     model = torch.nn.Linear(2, 2)
     assert wrap_model(model, ctx) is model and unwrap(model) is model
     assert all_reduce_mean({"a": 1.5}, ctx) == {"a": 1.5}
+
+
+def test_cpu_autocast_only_when_asked_and_the_cpu_has_native_bf16(monkeypatch):
+    import tools.core.distributed as distributed
+
+    cpu = DistContext(0, 1, 0, torch.device("cpu"))
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    for native in (True, False):
+        monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda native=native: native)
+        with distributed.autocast(cpu, "bf16"):
+            assert layer(x).dtype == torch.float32  # the GPU setting alone never changes CPU numerics
+        with distributed.autocast(cpu, "bf16", cpu_bf16=True):
+            assert layer(x).dtype == (torch.bfloat16 if native else torch.float32)
+        with distributed.autocast(cpu, None, cpu_bf16=True):
+            assert layer(x).dtype == torch.float32

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -88,9 +90,25 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def autocast(ctx: DistContext, amp: str | None) -> contextlib.AbstractContextManager:
-    """bf16 (or fp16) autocast on GPU; float32 on CPU whatever the config says."""
-    if ctx.device.type != "cuda" or amp in (None, "none", "fp32", False):
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(ctx: DistContext, amp: str | None, cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 (or fp16) autocast on GPU. On CPU float32, unless `cpu_bf16` (the config's `train.cpu_bf16`) and
+    amp is bf16 and the CPU has native bf16: then bf16 autocast on CPU too (the segmenter's convolutions
+    train about 1.6x faster on such a CPU)."""
+    if amp in (None, "none", "fp32", False):
+        return contextlib.nullcontext()
+    if ctx.device.type != "cuda":
+        if cpu_bf16 and str(amp) == "bf16" and cpu_has_native_bf16():
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[str(amp)]
     return torch.autocast(device_type="cuda", dtype=dtype)

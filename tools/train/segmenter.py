@@ -4,7 +4,8 @@ Training treats every frame of every labeled video of `data.train_splits` as an 
 into memory with `data.cache`), with random horizontal flips and the photometric jitter of
 tools/data/frames.py (no hue jitter: colour is part of the class id), CE + Dice (+ factor CE for the
 factorised head, `model.head`),
-AdamW, optional EMA, bf16 autocast on GPU and DDP under torchrun. Every `train.val_every` steps the
+AdamW, optional EMA, bf16 autocast on GPU (and on a CPU with native bf16 when `train.cpu_bf16`) and DDP under
+torchrun. Every `train.val_every` steps the
 Jaccard index (torchmetrics, multiclass, 49 classes, as the competition scored it) over up to
 `data.val_frames` evenly spread frames of `data.val_split` is logged as `val/jaccard`, and the best
 weights so far are kept in `model_best.pth` beside `model_last.pth`.
@@ -63,7 +64,7 @@ class SegmenterTask:
         mask = batch["mask"].to(self.ctx.device, non_blocking=True)
         rgb, mask = augment_batch(rgb, mask, self.augment)
         self.model.train()
-        with autocast(self.ctx, self.cfg.train.get("amp")):
+        with autocast(self.ctx, self.cfg.train.get("amp"), bool(self.cfg.train.get("cpu_bf16"))):
             scores, factors = self.model(rgb, with_factors=True)
         loss, parts = self.loss(scores.float(), mask, {name: f.float() for name, f in factors.items()})
         optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
