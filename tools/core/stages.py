@@ -37,6 +37,8 @@ STAGES: dict[str, Stage] = {
                   "tools.train.ddpm:run", "configs/latent-diffusion/base.yaml"),
     "segment": Stage("train the segmentation network (or write pseudo-labels)",
                      "tools.train.segmenter:run", "configs/segmentation/base.yaml"),
+    "objects": Stage("train the object classifier that names each segmented object's shape/material/colour",
+                     "tools.train.object_classifier:run", "configs/segmentation/objects.yaml"),
     "predict": Stage("predict frame-22 masks for a split and write the submission tensor",
                      "tools.predict.predict:run", "configs/predict/base.yaml"),
     "eval": Stage("score a run's predictions (Jaccard, LPIPS, FVD, PSNR/SSIM)",
