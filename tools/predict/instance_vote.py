@@ -13,6 +13,10 @@ cleaned up without any learning:
 3. Every track scores each object class by its log-likelihood, the sum of the class's log-probabilities over
    the track's pixels in all its frames (so each frame votes with its evidence; a single component takes the
    class maximising its summed log-probabilities), turned into a posterior over the 48 classes.
+   With an object classifier (`object_scores`, `object_evidence`; models/object_classifier.py), each frame's
+   component gets two votes instead: the segmenter's mean pixel log-probability (times `segmenter_weight`) and the
+   classifier's log-probability from a full-resolution crop around it. The segmenter's mistakes are whole objects
+   with a wrong shape or material, which a look at the object tells apart better than its pixels do.
 4. Classes are handed out greedily, most probable (track, class) first: a track takes its best class that no
    track sharing a frame with it holds yet, so a class claimed twice goes to the more likely track and the
    other takes its next best class.
@@ -20,6 +24,8 @@ cleaned up without any learning:
 A deterministic function of the scores (ties broken by track and class order); tests/test_instance_vote.py.
 """
 from __future__ import annotations
+
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -29,6 +35,8 @@ from tools.data.classes import COLORS, NUM_CLASSES, class_indices
 
 SPLITS = ("colour", "none")
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+# Component maps [H, W] of a video's frames -> per frame, log p(class) [n components, 48] of another judge.
+ObjectScores = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 def colour_of_class() -> np.ndarray:
@@ -171,10 +179,15 @@ def assign_classes(track_scores: np.ndarray, track_frames: list[set[int]]) -> li
 
 
 def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str = "colour",
-                  min_pixels: int = 1) -> torch.Tensor:
+                  min_pixels: int = 1, object_scores: ObjectScores | None = None,
+                  segmenter_weight: float = 1.0) -> torch.Tensor:
     """uint8 masks [T, H, W] from class scores [T, 49, H, W] of one video's frames (or [49, H, W] -> [H, W]).
 
-    Scores should be log-probabilities (log_softmax is applied, so logits work too)."""
+    Scores should be log-probabilities (log_softmax is applied, so logits work too).
+    object_scores: a second opinion per component, e.g. the object classifier's (`object_evidence`): given the
+    frames' component maps, log p(class) [n, 48] of each frame's components. With it, a track's score is the sum
+    over its frames of segmenter_weight x the component's *mean* pixel log-probability plus that opinion, so each
+    frame's component is one vote of each kind (summed pixels would make the segmenter's vote near-certain)."""
     single = log_probs.dim() == 3
     scores = log_probs[None] if single else log_probs
     if scores.dim() != 4 or scores.shape[1] != NUM_CLASSES:
@@ -182,6 +195,10 @@ def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str 
     frames = scores.detach().float().log_softmax(1).cpu().numpy()
     labels = [frame_components(frame, split, min_pixels) for frame in frames]
     per_frame = [component_scores(frame, frame_labels) for frame, frame_labels in zip(frames, labels)]
+    if object_scores is not None:
+        opinions = object_scores(labels)
+        per_frame = [segmenter_weight * sums / np.maximum(np.bincount(frame_labels.ravel())[1:, None], 1) + extra
+                     for sums, frame_labels, extra in zip(per_frame, labels, opinions)]
     tracks = build_tracks(labels, link_frames)
     # class_of[frame][component id] -> class id; component 0 (background) stays class 0.
     class_of = [np.zeros(int(frame_labels.max()) + 1, dtype=np.uint8) for frame_labels in labels]
@@ -196,9 +213,48 @@ def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str 
     return out[0] if single else out
 
 
-def voted_video_masks(segmenter, frames01: torch.Tensor, tta: bool = False, min_pixels: int = 1) -> torch.Tensor:
+def object_evidence(classifier, frames01: torch.Tensor, batch_size: int = 256) -> ObjectScores:
+    """ObjectScores from an object classifier (models/object_classifier.py) looking at each component of the
+    frames [T, 3, H, W] in [0, 1], cropped at full resolution (tools/data/object_crops.py)."""
+    from models.object_classifier import class_log_probs
+    from tools.data.object_crops import crop_objects, view_crops
+    from tools.predict.segmenter_io import class_factor_table
+
+    device = next(classifier.parameters()).device
+    table = class_factor_table()
+
+    def scores(labels: list[np.ndarray]) -> list[np.ndarray]:
+        items = [(t, c) for t, frame_labels in enumerate(labels) for c in range(1, int(frame_labels.max()) + 1)]
+        crops = view_crops(crop_objects(frames01.detach().float().cpu(), torch.from_numpy(np.stack(labels)), items))
+        with torch.no_grad():
+            log_p = [class_log_probs(classifier(crops[i:i + batch_size].to(device)), table).cpu()
+                     for i in range(0, len(crops), batch_size)]
+        flat = torch.cat(log_p).double().numpy() if log_p else np.zeros((0, NUM_CLASSES - 1))
+        counts = [int(frame_labels.max()) for frame_labels in labels]
+        return np.split(flat, np.cumsum(counts)[:-1])
+
+    return scores
+
+
+def voted_video_masks(segmenter, frames01: torch.Tensor, tta: bool = False, min_pixels: int = 1,
+                      classifier=None, segmenter_weight: float = 1.0) -> torch.Tensor:
     """Masks [T, H, W] (on the frames' device) of one video's frames [T, 3, H, W] in [0, 1]: a segmenter's class
-    scores (at its trained size, `Segmenter.segment`), then one class per object linked over the frames."""
+    scores (at its trained size, `Segmenter.segment`), then one class per object linked over the frames; with an
+    object classifier, its opinion of each component joins the vote (`instance_vote`'s object_scores)."""
     with torch.no_grad():
         scores = segmenter.segment(frames01.float(), tta=tta, size=segmenter.trained_size)
-    return instance_vote(scores, link_frames=True, min_pixels=min_pixels).to(frames01.device)
+    evidence = object_evidence(classifier, frames01) if classifier is not None else None
+    return instance_vote(scores, link_frames=True, min_pixels=min_pixels, object_scores=evidence,
+                         segmenter_weight=segmenter_weight).to(frames01.device)
+
+
+def load_vote_classifier(pcfg: Mapping[str, Any], device: str | torch.device = "cpu"
+                         ) -> tuple[torch.nn.Module | None, float]:
+    """The object classifier of `predict.object_classifier` (or None) and the segmenter's weight beside it."""
+    if not pcfg.get("object_classifier"):
+        return None, 1.0
+    from tools.train.object_classifier import load_object_classifier
+
+    return (load_object_classifier(str(pcfg.object_classifier), device),
+            float(pcfg.get("vote_segmenter_weight", 1.0)))
+

@@ -1,7 +1,8 @@
 """`--exp predict` with a slot stage-2 checkpoint: masks of frames 1-11 -> object states -> frame-22 masks.
 
 The masks of frames 1-11 are the segmenter's (`predict.segmenter`; with `predict.slot_instance_vote`, one class
-per object linked over the frames), or the true ones with
+per object linked over the frames, named with the object classifier's help when `predict.object_classifier` is
+set), or the true ones with
 `predict.observed_masks: true` on labeled splits (to score the dynamics alone). Only classes seen in
 frames 1-11 have an object latent, so classes absent from the observed frames are suppressed by construction.
 Per-video results, resume, the submission tensor and the output files are those of tools/predict/predict.py.
@@ -20,7 +21,7 @@ from tools.core.atomic import torch_save_atomic
 from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
 from tools.data.clevrer import ClevrerDataset, read_mask
-from tools.predict.instance_vote import voted_video_masks
+from tools.predict.instance_vote import load_vote_classifier, voted_video_masks
 from tools.predict.predict import assemble_outputs, peak_memory_gib, result_path
 from tools.predict.slot_predictor import SlotPredictor
 
@@ -44,9 +45,10 @@ def observed_masks_source(pcfg: DictConfig, ctx: DistContext):
     if not pcfg.get("slot_instance_vote", pcfg.get("instance_vote")):
         return lambda entry, frames: segmenter.masks(frames, tta=tta).long()
     min_pixels = int(pcfg.get("vote_min_pixels") or 1)
+    classifier, weight = load_vote_classifier(pcfg, ctx.device)
     # One class per object, linked over frames 1-11: a speckle of a wrong class would otherwise become a slot of
     # its own and pull the centroid of the object it belongs to.
-    return lambda entry, frames: voted_video_masks(segmenter, frames, tta, min_pixels).long()
+    return lambda entry, frames: voted_video_masks(segmenter, frames, tta, min_pixels, classifier, weight).long()
 
 
 def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: DistContext,
@@ -83,6 +85,7 @@ def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: Di
             "sec_per_video": elapsed / len(todo) if todo else None,
             "peak_mem_gib": peak_memory_gib(ctx.device), "ddpm_checkpoint": str(pcfg.ddpm),
             "segmenter_checkpoint": str(pcfg.segmenter) if pcfg.get("segmenter") else None,
+            "object_classifier": str(pcfg.object_classifier) if pcfg.get("object_classifier") else None,
             "observed_masks": "true" if pcfg.get("observed_masks") else "segmenter",
             "fusion": "slots", "suppress_absent": True, "videos": len(entries)}
     if ctx.is_main:
