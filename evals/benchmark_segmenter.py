@@ -11,6 +11,9 @@ says more about the neighbours than about the segmenter (wall minutes and `uptim
 Decoding the frames into memory is done once before timing and reported separately. At the first chunk end past
 each `--minutes` point the EMA weights are scored on every frame of D's val split and of the real videos
 (evals/segmenter_scores.py, with the per-factor scores; the instance-vote rows at the last point only).
+With `--objects CONFIG`, an object classifier (`--exp objects`) is first trained for `--objects_minutes` CPU
+minutes, and every point also gets the rows of the instance vote with it (its minutes are added to the
+segmenter's in the "segmenter + classifier" column).
 Writes benchmark.md / .json.
 """
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 PER_FRAME = "per_frame"
+OBJECTS_ROW = "per_frame_vote_objects"
 
 
 def cpu_seconds() -> float:
@@ -47,23 +51,48 @@ def parse_variant(text: str) -> tuple[str, str, list[str]]:
     return name, config, overrides
 
 
-def train_chunk(name: str, config: str, overrides: list[str], args: argparse.Namespace, steps: int) -> None:
+def train_chunk(name: str, config: str, overrides: list[str], args: argparse.Namespace, steps: int,
+                exp: str = "segment") -> None:
     import main
 
-    argv = ["--exp", "segment", "--id", f"bench_{name}", "--data", "CLEVRER", "--data_path", args.data_path,
+    argv = ["--exp", exp, "--id", f"bench_{name}", "--data", "CLEVRER", "--data_path", args.data_path,
             "--results_dir", str(args.out), "--pretrain_config", config, "--config_mod",
             f"train.max_steps={steps}", "train.max_minutes=null", *overrides]
     if main.main(argv) != 0:
         raise SystemExit(f"training {name} failed; see the messages above")
 
 
+def train_objects(args: argparse.Namespace) -> tuple[Path, float]:
+    """Train the object classifier (`--objects`) on D's train split in chunks until --objects_minutes CPU
+    minutes; its last checkpoint and the CPU minutes it took. Cropping the objects is done before timing."""
+    from omegaconf import OmegaConf
+
+    from tools.data.object_crops import ObjectCrops
+
+    _, config, overrides = parse_variant(f"objects={args.objects}")
+    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(overrides))
+    start = time.perf_counter()
+    for splits in (list(cfg.data.train_splits), [cfg.data.val_split]):
+        ObjectCrops(args.data_path, splits, int(cfg.data.get("min_pixels") or 1), desc="cropping objects")
+    args.crop_seconds = time.perf_counter() - start
+    used_cpu, steps = 0.0, 0
+    while used_cpu / 120 < args.objects_minutes:
+        steps += args.chunk_steps
+        cpu = cpu_seconds()
+        train_chunk("objects", config, overrides, args, steps, exp="objects")
+        used_cpu += cpu_seconds() - cpu
+    return args.out / "objects_bench_objects_CLEVRER_42" / "model_last.pth", used_cpu / 120
+
+
 def evaluate(name: str, args: argparse.Namespace, with_vote: bool) -> dict[str, dict[str, float]]:
     from evals.segmenter_scores import score_segmenter
     from tools.predict.segmenter_io import load_segmenter
+    from tools.train.object_classifier import load_object_classifier
 
     model = load_segmenter(args.out / f"segment_bench_{name}_CLEVRER_42" / "model_last.pth")
-    return {"generated_val": score_segmenter(model, args.data_path, "val", vote=with_vote, progress=False),
-            "real": score_segmenter(model, args.real_path, "train", vote=with_vote, progress=False)}
+    classifier = load_object_classifier(args.classifier) if args.classifier else None
+    return {split_name: score_segmenter(model, root, split, vote=with_vote, progress=False, classifier=classifier)
+            for split_name, root, split in (("generated_val", args.data_path, "val"), ("real", args.real_path, "train"))}
 
 
 def run_variant(name: str, config: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
@@ -84,9 +113,10 @@ def run_variant(name: str, config: str, overrides: list[str], args: argparse.Nam
             continue
         while points and progress() >= points[0]:
             points.pop(0)
-        scores = evaluate(name, args, with_vote=not points)
+        scores = evaluate(name, args, with_vote=not points or args.classifier is not None)
         records.append({"variant": name, "steps": steps, "cpu_minutes_2core": used_cpu / 120,
-                        "wall_minutes": used_wall / 60, "load_average": load_average(), **scores})
+                        "objects_cpu_minutes": args.objects_cpu_minutes, "wall_minutes": used_wall / 60,
+                        "load_average": load_average(), **scores})
         print(json.dumps(records[-1]), flush=True)
     return records
 
@@ -114,6 +144,17 @@ def markdown(records: list[dict], cache_seconds: dict[str, float]) -> str:
     for r in records:
         lines.append(f"| {r['variant']} | {r['steps']} | {r['cpu_minutes_2core']:.1f} | {r['wall_minutes']:.1f} | "
                      f"{r['load_average']} | {r['generated_val'][PER_FRAME]:.3f} | {r['real'][PER_FRAME]:.3f} |")
+    objects = [r for r in records if r.get("objects_cpu_minutes")]
+    if objects:
+        lines += ["", f"With the object classifier ({objects[0]['objects_cpu_minutes']:.1f} CPU minutes of its own "
+                  "training, not in the segmenter's CPU minutes above):", "",
+                  "| variant | steps | segmenter + classifier CPU min | gen val per-frame, vote + classifier | "
+                  "real per-frame, vote + classifier |", "|---|---|---|---|---|"]
+        for r in objects:
+            total = r["cpu_minutes_2core"] + r["objects_cpu_minutes"]
+            lines.append(f"| {r['variant']} | {r['steps']} | {total:.1f} | "
+                         f"{r['generated_val'].get(OBJECTS_ROW, float('nan')):.3f} | "
+                         f"{r['real'].get(OBJECTS_ROW, float('nan')):.3f} |")
     lines += ["", "Last point of each variant:", "", "| variant | row | generated val | real |", "|---|---|---|---|"]
     for name in dict.fromkeys(r["variant"] for r in records):
         last = [r for r in records if r["variant"] == name][-1]
@@ -143,10 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk_steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/benchmark_segmenter"))
+    parser.add_argument("--objects", help="config.yaml[:key=value...] of an object classifier to train first "
+                                          "(e.g. configs/segmentation/objects.yaml); its rows join every point")
+    parser.add_argument("--objects_minutes", type=float, default=3.5, help="CPU minutes for --objects")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     records, cache_seconds = [], {}
+    args.classifier, args.objects_cpu_minutes = None, None
+    if args.objects:
+        args.classifier, args.objects_cpu_minutes = train_objects(args)
+        cache_seconds["object crops"] = args.crop_seconds
     for name, config, overrides in map(parse_variant, args.variant):
         cache_seconds[name] = warm_cache(config, overrides, args)
         records += run_variant(name, config, overrides, args)

@@ -20,6 +20,8 @@ FAST = {
                     "train.val_every=2", "train.image_every=2", "train.ckpt_every=2", "train.batch_size=1",
                     "train.val_clips=1", "loss.lpips_frames=1", "data.unlabeled_splits=[]"],
     "ddpm": [*TINY_DDPM, "train.max_steps=2", "train.batch_size=2", "data.unlabeled_splits=[]"],
+    "objects": ["model.channels=[8,16]", "train.max_steps=2", "train.batch_size=8", "train.log_every=1",
+                "train.val_every=2", "train.ckpt_every=2"],
     "predict": ["predict.n_samples=2", "predict.sample_steps=2", "predict.png_videos=1", "predict.gif_videos=1"],
     "slot_first_stage": ["data.height=32", "data.width=48", "model.template_size=8", "train.max_steps=1",
                          "train.log_every=1", "train.val_every=1", "train.ckpt_every=1", "train.val_clips=1"],
@@ -47,13 +49,18 @@ def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_
     report = (run_dir / "report.md").read_text()
     rows = [MODEL_ROW[route], "copy frame 11 (true masks)", "segment the true frame 22"]
     if route == "slots":
-        rows.append("slot diffusion, true masks of frames 1-11")
+        rows += ["slot diffusion, true masks of frames 1-11", "segmenter + object classifier in the instance vote",
+                 "copy frame 11 (segmenter masks, instance vote with the object classifier"]
+        assert "| object classifier |" in report
     for row in rows:
         assert re.search(rf"\| {re.escape(row)}[^|]* \| [01]\.\d{{4}} \|", report), row
     assert (run_dir / "figure.png").stat().st_size > 0
     _assert_report_scores_are_recomputable(report, synthetic_clevrer, tmp_path / "results", MODEL_ROW[route])
-    for stage in ["segment", "first_stage", "ddpm", "predict"]:
+    for stage in ["segment", "first_stage", "ddpm", "predict"] + (["objects"] if route == "slots" else []):
         assert (tmp_path / "results" / f"{stage}_pipeline_main_CLEVRER_42").is_dir()
+    if route == "slots":  # the prediction used the object classifier the pipeline trained
+        meta = json.loads((tmp_path / "results" / "predict_pipeline_main_CLEVRER_42" / "meta.json").read_text())
+        assert meta["object_classifier"].endswith("objects_pipeline_main_CLEVRER_42/model_best.pth")
     assert main.main(args) == 0, "a re-run resumes every finished stage and rewrites the report"
 
 
@@ -76,3 +83,15 @@ def _assert_report_scores_are_recomputable(report: str, data: Path, results: Pat
 
     assert _report_value(report, model_row) == pytest.approx(jaccard(submission), abs=5e-5)
     assert _report_value(report, "copy frame 11 (true masks)") == pytest.approx(jaccard(masks[:, 10]), abs=5e-5)
+
+
+def test_every_shipped_step_override_fits_its_config():
+    """The quick start's own overrides are type-checked against each step's config, as a run would do."""
+    from tools.pipeline.run import step_config
+
+    cfg = OmegaConf.load("configs/quickstart/pipeline.yaml")
+    cfg.run = {"exp": "pipeline", "id": "main", "seed": 42, "data": "CLEVRER", "data_path": None}
+    steps = [name for name, section in cfg.pipeline.items() if OmegaConf.is_dict(section) and "config" in section]
+    assert {"segment", "objects", "slot_ddpm", "predict"} <= set(steps)
+    for step in steps:
+        step_config(cfg, step)  # raises UserError on an override of the wrong type or an unknown key

@@ -59,8 +59,8 @@ def score_predictions(data_path: Path, predict_dir: Path, segmenter: Path | None
     return report, videos.entries
 
 
-def jaccard_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path, route: str
-                 ) -> tuple[list[tuple[str, float]], list]:
+def jaccard_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path, route: str,
+                 classifier: Path | None = None) -> tuple[list[tuple[str, float]], list]:
     """(name, frame-22 Jaccard) of the model's prediction runs and of the baselines."""
     from evals.baselines import BASELINE_LABELS
 
@@ -71,18 +71,23 @@ def jaccard_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path
         if index == 0:
             baselines, entries = report.get("baselines") or {}, videos
     rows += [(BASELINE_LABELS.get(name, name), value) for name, value in baselines.items()]
-    return rows + segmenter_report_rows(data_path, predict_dirs, segmenter), entries
+    return rows + segmenter_report_rows(data_path, predict_dirs, segmenter, classifier), entries
 
 
-def segmenter_report_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path) -> list[tuple[str, float]]:
-    """The segmenter's own rows on the same videos: per-frame Jaccard with and without the instance vote, and
-    copy frame 11 with segmenter masks against true masks (evals/segmenter_scores.py)."""
+def segmenter_report_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path,
+                          classifier: Path | None = None) -> list[tuple[str, float]]:
+    """The segmenter's own rows on the same videos: per-frame Jaccard with and without the instance vote (and with
+    the object classifier in it, when given), and copy frame 11 with segmenter masks against true masks
+    (evals/segmenter_scores.py)."""
     from evals.predictions_folder import load_predictions
     from evals.segmenter_scores import segmenter_rows
     from tools.predict.segmenter_io import load_segmenter
 
     predictions = load_predictions(next(iter(predict_dirs.values())))
-    return segmenter_rows(load_segmenter(segmenter), data_path, predictions.split or "val", predictions.video_ids)
+    from tools.train.object_classifier import load_object_classifier
+
+    return segmenter_rows(load_segmenter(segmenter), data_path, predictions.split or "val", predictions.video_ids,
+                          classifier=load_object_classifier(classifier) if classifier else None)
 
 
 def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], meta: dict) -> list[str]:
@@ -100,8 +105,13 @@ def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], m
     lines = [f"| generate data | {_minutes(timings.get('generate'))} | (skipped when --data_path already held data) |"]
     if route == "slots":
         lines.append(f"| generate trajectories (masks only) | {_minutes(timings.get('trajectories'))} | |")
+    lines.append(f"| segmenter | {_minutes(timings.get('segment'))} | best val Jaccard per frame "
+                 f"{format_number(segment_best)} |")
+    if stats.get("objects") is not None:
+        best = max((r["accuracy"] for r in stats["objects"] if r.get("accuracy") is not None), default=None)
+        lines.append(f"| object classifier | {_minutes(timings.get('objects'))} | best val accuracy per object "
+                     f"crop (shape, material and colour right) {format_number(best)} |")
     return lines + [
-        f"| segmenter | {_minutes(timings.get('segment'))} | best val Jaccard per frame {format_number(segment_best)} |",
         f"| stage 1 ({route}) | {_minutes(timings.get('first_stage'))} | {first} |",
         f"| stage 2 diffusion ({route}) | {_minutes(timings.get('ddpm'))} | {second} |",
         f"| predict | {_minutes(timings.get('predict'))} | {format_number(meta.get('sec_per_video'), 2)} s per video |",
@@ -109,8 +119,9 @@ def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], m
 
 
 def write_report(run_dir: Path, data_path: Path, predict_dirs: dict[str, Path], segmenter: Path,
-                 steps: dict[str, DictConfig], timings: dict[str, float], route: str = "slots") -> Path:
-    rows, entries = jaccard_rows(data_path, predict_dirs, segmenter, route)
+                 steps: dict[str, DictConfig], timings: dict[str, float], route: str = "slots",
+                 classifier: Path | None = None) -> Path:
+    rows, entries = jaccard_rows(data_path, predict_dirs, segmenter, route, classifier)
     predict_dir = predict_dirs["model"]
     submission = torch.load(predict_dir / "submission.pt", weights_only=True)
     write_figure(run_dir / "figure.png", entries, predict_dir, submission)

@@ -5,8 +5,9 @@
   python main.py --exp pipeline --config_mod pipeline.route=grid   # the grid-latent (RSVP/PVDM) route
 
 Slot route (the default for CLEVRER data): generate a small dataset if --data_path holds none, and a large
-masks-only set of trajectories -> segmenter -> slot stage 1 -> slot stage 2 on the trajectories -> predict the
-val split from segmenter masks of frames 1-11, and again from the true ones (the dynamics alone) -> report.
+masks-only set of trajectories -> segmenter -> object classifier (`pipeline.objects`; it names each segmented
+object from a full-resolution crop) -> slot stage 1 -> slot stage 2 on the trajectories -> predict the val split
+from segmenter masks of frames 1-11, and again from the true ones (the dynamics alone) -> report.
 Grid route: segmenter -> stage 1 -> stage 2 -> predict -> report. Every step is an ordinary stage run
 (results/{exp}_pipeline_{id}_{data}_{seed}/), so re-running the pipeline resumes each of them; the report is
 results/pipeline_{id}_{data}_{seed}/report.md.
@@ -97,8 +98,14 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
         run_step("generate", step_config(cfg, "generate"), ctx, timings)
     segment = run_step("segment", step_config(cfg, "segment"), ctx, timings)
     segmenter = _best_checkpoint(run_dir_for(segment.run))
+    steps = {"segment": segment}
+    classifier = None
+    if route == "slots" and cfg.pipeline.get("objects") and cfg.pipeline.objects.get("enabled", True):
+        steps["objects"] = run_step("objects", step_config(cfg, "objects"), ctx, timings)
+        classifier = _best_checkpoint(run_dir_for(steps["objects"].run))
     trained = (train_slot_route if route == "slots" else train_grid_route)(cfg, ctx, timings)
-    predicted = {"model": predict_step(cfg, ctx, timings, trained["ddpm"], segmenter)}
+    vote_keys = {"object_classifier": str(classifier)} if classifier else {}
+    predicted = {"model": predict_step(cfg, ctx, timings, trained["ddpm"], segmenter, **vote_keys)}
     if route == "slots":  # the dynamics alone: the same model from the true masks of frames 1-11
         predicted["true_masks"] = predict_step(cfg, ctx, timings, trained["ddpm"], segmenter,
                                                name="predict_true_masks", observed_masks=True)
@@ -108,7 +115,7 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
 
         timings["total"] = time.perf_counter() - started
         report = write_report(run_dir, data_path, {k: run_dir_for(v.run) for k, v in predicted.items()}, segmenter,
-                              {"segment": segment, **trained}, timings, route)
+                              {**steps, **trained}, timings, route, classifier)
         print(f"\npipeline finished in {timings['total'] / 60:.1f} min; report: {report}")
     return 0
 
