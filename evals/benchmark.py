@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slot_ddpm", default=None, help="model_last.pth of a slot --exp ddpm run (slot route)")
     parser.add_argument("--pixel_ddpm", default=None, help="model_last.pth of a pixel-space --exp ddpm run")
     parser.add_argument("--segmenter", default=None, help="model_best.pth of --exp segment (mask fusion, baselines)")
+    parser.add_argument("--object_classifier", default=None,
+                        help="model_best.pth of --exp objects: names each segmented object in the instance vote "
+                             "(slot route's segmenter-mask row)")
     parser.add_argument("--strategies", nargs="+", default=["direct"],
                         help="inference strategies to compare: direct autoregressive skip hierarchical")
     parser.add_argument("--split", default="val", help="a split with true masks: val, train, or a generated hidden")
@@ -100,6 +103,7 @@ def predict_config(args: argparse.Namespace, row: Row, targets: list[int]):
     pcfg.ddpm, pcfg.segmenter, pcfg.split, pcfg.strategy = row.ddpm, args.segmenter, args.split, row.strategy
     pcfg.targets, pcfg.max_videos, pcfg.observed_masks = targets, args.max_videos, row.observed_masks
     pcfg.png_videos, pcfg.gif_videos = 0, 0
+    pcfg.object_classifier = args.object_classifier
     if row.slot_combine:
         pcfg.slot_combine = row.slot_combine
     for key in ("n_samples", "sample_steps", "batch_size"):
@@ -180,7 +184,8 @@ def benchmark_rows(args: argparse.Namespace) -> list[Row]:
             rows.append(Row("slots, true masks, the motion head's guess alone (no diffusion)", args.slot_ddpm,
                             args.strategies[0], observed_masks=True, slot_combine="guess"))
         if args.segmenter:
-            rows.append(Row("slots, segmenter masks of frames 1-11", args.slot_ddpm, args.strategies[0]))
+            named = " + object classifier" if args.object_classifier else ""
+            rows.append(Row(f"slots, segmenter{named} masks of frames 1-11", args.slot_ddpm, args.strategies[0]))
     if args.ddpm:
         rows += [Row(f"grid latent {s}", args.ddpm, s) for s in args.strategies]
     return rows
@@ -198,7 +203,8 @@ def benchmark(args: argparse.Namespace) -> str:
         raise UserError(f"--split {args.split}: it has no true frame-22 masks to score against; use val.")
     if not (args.ddpm or args.slot_ddpm or args.pixel_ddpm):
         raise UserError("nothing to benchmark: pass --slot_ddpm, --ddpm and/or --pixel_ddpm (model_last.pth files).")
-    for checkpoint in filter(None, (args.ddpm, args.slot_ddpm, args.pixel_ddpm, args.segmenter)):
+    for checkpoint in filter(None, (args.ddpm, args.slot_ddpm, args.pixel_ddpm, args.segmenter,
+                                    args.object_classifier)):
         if not Path(checkpoint).is_file():
             raise UserError(f"checkpoint '{checkpoint}' does not exist; pass the path of a trained run's .pth file.")
     if args.pixel_ddpm and not args.segmenter:

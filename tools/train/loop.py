@@ -63,6 +63,15 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any, loss: torch.Te
     scaler.update()
 
 
+def validation_interval(cfg: DictConfig) -> int:
+    """train.val_every, checked to be a multiple of train.log_every (validation runs at log steps)."""
+    val_every = int(cfg.train.val_every)
+    if val_every % int(cfg.train.log_every):
+        raise UserError(f"train.val_every={val_every} must be a multiple of train.log_every="
+                        f"{cfg.train.log_every} (validation runs at log steps)")
+    return val_every
+
+
 def batch_size_of(cfg: DictConfig) -> int:
     """Per-process batch size: --batch_size when given, else train.batch_size; 0 or less is refused."""
     flag = cfg.run.get("batch_size")

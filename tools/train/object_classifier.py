@@ -24,13 +24,13 @@ from omegaconf import DictConfig
 from models.object_classifier import FACTORS, ObjectClassifier
 from tools.core.checkpoint import load_checkpoint, save_checkpoint, weights_for_inference
 from tools.core.config import to_plain
-from tools.core.distributed import DistContext, autocast, barrier, make_grad_scaler, unwrap, wrap_model
+from tools.core.distributed import DistContext, autocast, barrier
 from tools.core.errors import UserError
 from tools.data.classes import COLORS, MATERIALS, SHAPES
 from tools.data.object_crops import ObjectCrops, augment_crops, view_crops
 from tools.data.stage import require_data_path
-from tools.train.ema import make_ema
-from tools.train.loop import open_stage, optimizer_step, run_stage
+from tools.train.loop import open_stage, run_stage, validation_interval
+from tools.train.task import StageTask
 
 BEST_CHECKPOINT = "model_best.pth"
 FACTOR_SIZES = (len(SHAPES), len(MATERIALS), len(COLORS))
@@ -55,51 +55,32 @@ def load_object_classifier(checkpoint_path: str | Path, device: str | torch.devi
     return model.to(device).eval()
 
 
-class ObjectClassifierTask:
-    """The TrainTask: model (DDP-wrapped when distributed), AdamW, EMA, cross-entropy per factor."""
+class ObjectClassifierTask(StageTask):
+    """The TrainTask: StageTask's model, DDP wrapper, AdamW, EMA and checkpoint state, cross-entropy per factor."""
 
     def __init__(self, cfg: DictConfig, ctx: DistContext) -> None:
-        self.cfg, self.ctx = cfg, ctx
-        bare = build_object_classifier(cfg.model)
-        if ctx.device.type == "cpu":
-            bare = bare.to(memory_format=torch.channels_last)
-        self.model = wrap_model(bare.to(ctx.device), ctx)
-        self.optimizer = torch.optim.AdamW(unwrap(self.model).parameters(), lr=float(cfg.train.lr),
-                                           weight_decay=float(cfg.train.weight_decay))
-        self.scaler = make_grad_scaler(ctx, cfg.train.get("amp"))
-        self.ema = make_ema(self.model, float(cfg.train.get("ema_decay") or 0), warmup=True)
+        model = build_object_classifier(cfg.model)
+        if ctx.device.type == "cpu":  # oneDNN's convolutions are faster on NHWC tensors
+            model = model.to(memory_format=torch.channels_last)
+        super().__init__(cfg, ctx, model, ema_warmup=True)
         self.augment = dict(cfg.data.get("augment") or {})
         self.best_accuracy = -1.0
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         crops = augment_crops(batch["crop"], self.augment).to(self.ctx.device, non_blocking=True)
-        self.model.train()
+        self.wrapped.train()
         with autocast(self.ctx, self.cfg.train.get("amp"), bool(self.cfg.train.get("cpu_bf16"))):
-            logits = self.model(crops)
+            logits = self.wrapped(crops)
         losses = {name: F.cross_entropy(logits[name].float(), batch[name].to(self.ctx.device)) for name in FACTORS}
         loss = sum(losses.values())
-        optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
-                       float(self.cfg.train.get("grad_clip") or 0))
-        if self.ema is not None:
-            self.ema.update(self.model)
+        self.step(loss)
         return {"loss": float(loss.detach()), **{f"ce_{name}": float(value.detach()) for name, value in losses.items()}}
 
-    def inference_model(self) -> ObjectClassifier:
-        return self.ema.inference_copy(self.model) if self.ema is not None else unwrap(self.model)
-
     def state_dict(self) -> dict[str, Any]:
-        state = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "best_accuracy": float(self.best_accuracy)}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
+        return {**super().state_dict(), "best_accuracy": float(self.best_accuracy)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state.get("scaler") or {})
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
+    def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
+        super().load_state_dict(state, weights_only)
         self.best_accuracy = float(state.get("best_accuracy", -1.0))
 
 
@@ -127,10 +108,7 @@ class Validation:
     def __init__(self, task: ObjectClassifierTask, crops: ObjectCrops, cfg: DictConfig, run_dir: Path,
                  ctx: DistContext) -> None:
         self.task, self.crops, self.cfg, self.run_dir, self.ctx = task, crops, cfg, run_dir, ctx
-        self.val_every = int(cfg.train.val_every)
-        if self.val_every % int(cfg.train.log_every):
-            raise UserError(f"train.val_every={self.val_every} must be a multiple of train.log_every="
-                            f"{cfg.train.log_every} (validation runs at log steps)")
+        self.val_every = validation_interval(cfg)
 
     def on_log(self, step: int, final: bool = False) -> dict[str, float] | None:
         if step % self.val_every and not final:

@@ -33,7 +33,7 @@ from tools.data.frames import LabeledFrames, augment_batch, evenly_spread
 from tools.data.stage import require_data_path
 from tools.predict.pseudo_labels import BEST_CHECKPOINT
 from tools.predict.segmenter_io import build_task_segmenter, load_local_encoder_weights
-from tools.train.loop import open_stage, optimizer_step, run_stage
+from tools.train.loop import open_stage, optimizer_step, run_stage, validation_interval
 from tools.train.ema import make_ema
 from tools.train.seg_losses import SegmentationLoss
 
@@ -122,10 +122,7 @@ class Validation:
         mine = Subset(dataset, chosen[ctx.rank::ctx.world_size])
         self.loader = DataLoader(mine, batch_size=batch_size, shuffle=False,
                                  num_workers=int(cfg.train.get("num_workers") or 0))
-        self.val_every = int(cfg.train.val_every)
-        if self.val_every % int(cfg.train.log_every):
-            raise UserError(f"train.val_every={self.val_every} must be a multiple of train.log_every="
-                            f"{cfg.train.log_every} (validation runs at log steps)")
+        self.val_every = validation_interval(cfg)
 
     def on_log(self, step: int, final: bool = False) -> dict[str, float] | None:
         if step % self.val_every and not final:
