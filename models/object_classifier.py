@@ -11,6 +11,7 @@ two touching objects it is asked about.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -60,10 +61,21 @@ class ObjectClassifier(nn.Module):
         return dict(zip(FACTORS, torch.split(logits, self.factor_sizes, dim=1)))
 
 
-def class_log_probs(logits: dict[str, torch.Tensor], class_factors: Sequence[Sequence[int]]) -> torch.Tensor:
+def class_log_probs(logits: dict[str, torch.Tensor], class_factors: Sequence[Sequence[int]],
+                    factors: Sequence[str] = FACTORS) -> torch.Tensor:
     """log p(class) [N, K] of the K object classes whose (shape, material, colour) indices are class_factors:
-    the sum of the factors' log-probabilities (they normalise over the classes by construction)."""
+    the sum of the factors' log-probabilities (they normalise over the classes by construction).
+
+    factors: the factors to judge; one left out is uniform (log 1/n each), so it has no say in the vote."""
+    unknown = set(factors) - set(FACTORS)
+    if unknown:
+        raise ValueError(f"unknown factors {sorted(unknown)}; choose from {FACTORS}")
     table = torch.as_tensor([list(map(int, triple)) for triple in class_factors], dtype=torch.long)
-    parts = [F.log_softmax(logits[name].float(), dim=1)[:, table[:, column].to(logits[name].device)]
-             for column, name in enumerate(FACTORS)]
-    return parts[0] + parts[1] + parts[2]
+    total = None
+    for column, name in enumerate(FACTORS):
+        log_p = F.log_softmax(logits[name].float(), dim=1)
+        if name not in factors:
+            log_p = torch.full_like(log_p, -math.log(log_p.shape[1]))
+        part = log_p[:, table[:, column].to(log_p.device)]
+        total = part if total is None else total + part
+    return total

@@ -78,6 +78,13 @@ def test_class_log_probs_normalise_over_the_48_classes_and_compose_the_factors()
     assert log_p[2, RED_SPHERE - 1].item() == pytest.approx(expected.item(), abs=1e-5)
     with pytest.raises(ValueError, match="crops"):
         net(torch.rand(2, 3, VIEW_SIZE, VIEW_SIZE))
+    # A factor left out has no say: classes differing only in material score alike, and the rest still normalise.
+    no_material = class_log_probs(logits, class_factor_table(), factors=("shape", "colour"))
+    assert torch.allclose(no_material.logsumexp(1), torch.zeros(5), atol=1e-5)
+    metal = class_id("sphere", "metal", "red")
+    assert torch.allclose(no_material[:, RED_SPHERE - 1], no_material[:, metal - 1])
+    with pytest.raises(ValueError, match="unknown factors"):
+        class_log_probs(logits, class_factor_table(), factors=("size",))
 
 
 def test_the_object_opinion_overrules_a_segmenter_that_names_the_wrong_shape():

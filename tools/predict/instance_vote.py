@@ -25,7 +25,8 @@ A deterministic function of the scores (ties broken by track and class order); t
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -213,9 +214,11 @@ def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str 
     return out[0] if single else out
 
 
-def object_evidence(classifier, frames01: torch.Tensor, batch_size: int = 256) -> ObjectScores:
+def object_evidence(classifier, frames01: torch.Tensor, batch_size: int = 256,
+                    factors: Sequence[str] = ("shape", "material", "colour")) -> ObjectScores:
     """ObjectScores from an object classifier (models/object_classifier.py) looking at each component of the
-    frames [T, 3, H, W] in [0, 1], cropped at full resolution (tools/data/object_crops.py)."""
+    frames [T, 3, H, W] in [0, 1], cropped at full resolution (tools/data/object_crops.py); `factors`: those it
+    judges (the others are left to the segmenter)."""
     from models.object_classifier import class_log_probs
     from tools.data.object_crops import crop_objects, view_crops
     from tools.predict.segmenter_io import class_factor_table
@@ -227,7 +230,7 @@ def object_evidence(classifier, frames01: torch.Tensor, batch_size: int = 256) -
         items = [(t, c) for t, frame_labels in enumerate(labels) for c in range(1, int(frame_labels.max()) + 1)]
         crops = view_crops(crop_objects(frames01.detach().float().cpu(), torch.from_numpy(np.stack(labels)), items))
         with torch.no_grad():
-            log_p = [class_log_probs(classifier(crops[i:i + batch_size].to(device)), table).cpu()
+            log_p = [class_log_probs(classifier(crops[i:i + batch_size].to(device)), table, factors).cpu()
                      for i in range(0, len(crops), batch_size)]
         flat = torch.cat(log_p).double().numpy() if log_p else np.zeros((0, NUM_CLASSES - 1))
         counts = [int(frame_labels.max()) for frame_labels in labels]
@@ -236,25 +239,36 @@ def object_evidence(classifier, frames01: torch.Tensor, batch_size: int = 256) -
     return scores
 
 
+@dataclass(frozen=True)
+class ObjectJudge:
+    """An object classifier and how its opinion joins the vote (`predict.object_classifier`,
+    `predict.vote_segmenter_weight`, `predict.vote_classifier_factors`)."""
+
+    classifier: torch.nn.Module
+    segmenter_weight: float = 0.3
+    factors: tuple[str, ...] = ("shape", "material", "colour")
+
+
 def voted_video_masks(segmenter, frames01: torch.Tensor, tta: bool = False, min_pixels: int = 1,
-                      classifier=None, segmenter_weight: float = 1.0) -> torch.Tensor:
+                      judge: ObjectJudge | None = None) -> torch.Tensor:
     """Masks [T, H, W] (on the frames' device) of one video's frames [T, 3, H, W] in [0, 1]: a segmenter's class
     scores (at its trained size, `Segmenter.segment`), then one class per object linked over the frames; with an
-    object classifier, its opinion of each component joins the vote (`instance_vote`'s object_scores)."""
+    object judge, the classifier's opinion of each component joins the vote (`instance_vote`'s object_scores)."""
     with torch.no_grad():
         scores = segmenter.segment(frames01.float(), tta=tta, size=segmenter.trained_size)
-    evidence = object_evidence(classifier, frames01) if classifier is not None else None
+    if judge is None:
+        return instance_vote(scores, link_frames=True, min_pixels=min_pixels).to(frames01.device)
+    evidence = object_evidence(judge.classifier, frames01, factors=judge.factors)
     return instance_vote(scores, link_frames=True, min_pixels=min_pixels, object_scores=evidence,
-                         segmenter_weight=segmenter_weight).to(frames01.device)
+                         segmenter_weight=judge.segmenter_weight).to(frames01.device)
 
 
-def load_vote_classifier(pcfg: Mapping[str, Any], device: str | torch.device = "cpu"
-                         ) -> tuple[torch.nn.Module | None, float]:
-    """The object classifier of `predict.object_classifier` (or None) and the segmenter's weight beside it."""
+def load_vote_judge(pcfg: Mapping[str, Any], device: str | torch.device = "cpu") -> ObjectJudge | None:
+    """The ObjectJudge of a predict config (None without `predict.object_classifier`)."""
     if not pcfg.get("object_classifier"):
-        return None, 1.0
+        return None
     from tools.train.object_classifier import load_object_classifier
 
-    return (load_object_classifier(str(pcfg.object_classifier), device),
-            float(pcfg.get("vote_segmenter_weight", 1.0)))
-
+    factors = tuple(pcfg.get("vote_classifier_factors") or ("shape", "material", "colour"))
+    return ObjectJudge(load_object_classifier(str(pcfg.object_classifier), device),
+                       float(pcfg.get("vote_segmenter_weight", 0.3)), factors)
