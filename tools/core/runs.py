@@ -24,6 +24,7 @@ from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
 
 LAST_CHECKPOINT = "model_last.pth"
+BEST_CHECKPOINT = "model_best.pth"  # the best weights by a stage's validation score (segmenter, object classifier)
 LOCK_FILE = ".lock"
 INPUTS_FILE = "inputs.json"
 # What a run folder holds before it holds any result: removing such a folder loses nothing.

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tools.core.config import apply_overrides, load_yaml
 from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
-from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, run_dir_for
+from tools.core.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir, run_dir_for
 
 ROUTES = ("slots", "grid")
 
@@ -120,6 +120,6 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     return 0
 
 
-def _best_checkpoint(segment_dir: Path) -> Path:
-    best = segment_dir / "model_best.pth"
-    return best if best.exists() else segment_dir / LAST_CHECKPOINT
+def _best_checkpoint(run_dir: Path) -> Path:
+    best = run_dir / BEST_CHECKPOINT
+    return best if best.exists() else run_dir / LAST_CHECKPOINT

@@ -18,13 +18,12 @@ from models.segmenter import Segmenter
 from tools.core.atomic import save_npy_atomic, write_text_atomic
 from tools.core.distributed import DistContext, autocast, barrier
 from tools.core.errors import UserError
-from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir
+from tools.core.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir
 from tools.data.clevrer import ClevrerDataset, read_frames
 from tools.data.stage import require_data_path
 from tools.predict.instance_vote import instance_vote
 from tools.predict.segmenter_io import load_segmenter
 
-BEST_CHECKPOINT = "model_best.pth"
 PSEUDO_LABEL_DIR = "pseudo_labels"
 
 

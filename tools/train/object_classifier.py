@@ -26,13 +26,13 @@ from tools.core.checkpoint import load_checkpoint, save_checkpoint, weights_for_
 from tools.core.config import to_plain
 from tools.core.distributed import DistContext, autocast, barrier
 from tools.core.errors import UserError
+from tools.core.runs import BEST_CHECKPOINT
 from tools.data.classes import COLORS, MATERIALS, SHAPES
 from tools.data.object_crops import ObjectCrops, augment_crops, view_crops
 from tools.data.stage import require_data_path
 from tools.train.loop import open_stage, run_stage, validation_interval
 from tools.train.task import StageTask
 
-BEST_CHECKPOINT = "model_best.pth"
 FACTOR_SIZES = (len(SHAPES), len(MATERIALS), len(COLORS))
 
 

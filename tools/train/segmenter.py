@@ -28,10 +28,10 @@ from tools.core.config import to_plain
 from tools.core.distributed import DistContext, autocast, barrier, make_grad_scaler, unwrap, wrap_model
 from tools.core.errors import UserError
 from tools.core.logger import RunLogger
+from tools.core.runs import BEST_CHECKPOINT
 from tools.data.classes import NUM_CLASSES, colorize_mask
 from tools.data.frames import LabeledFrames, augment_batch, evenly_spread
 from tools.data.stage import require_data_path
-from tools.predict.pseudo_labels import BEST_CHECKPOINT
 from tools.predict.segmenter_io import build_task_segmenter, load_local_encoder_weights
 from tools.train.loop import open_stage, optimizer_step, run_stage, validation_interval
 from tools.train.ema import make_ema
