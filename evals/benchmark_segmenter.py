@@ -86,12 +86,12 @@ def train_objects(args: argparse.Namespace) -> tuple[Path, float]:
 
 def evaluate(name: str, args: argparse.Namespace, with_vote: bool) -> dict[str, dict[str, float]]:
     from evals.segmenter_scores import score_segmenter
+    from tools.predict.instance_vote import load_vote_judge
     from tools.predict.segmenter_io import load_segmenter
-    from tools.train.object_classifier import load_object_classifier
 
     model = load_segmenter(args.out / f"segment_bench_{name}_CLEVRER_42" / "model_last.pth")
-    classifier = load_object_classifier(args.classifier) if args.classifier else None
-    return {split_name: score_segmenter(model, root, split, vote=with_vote, progress=False, classifier=classifier)
+    judge = load_vote_judge({"object_classifier": str(args.classifier) if args.classifier else None})
+    return {split_name: score_segmenter(model, root, split, vote=with_vote, progress=False, judge=judge)
             for split_name, root, split in (("generated_val", args.data_path, "val"), ("real", args.real_path, "train"))}
 
 

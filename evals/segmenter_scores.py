@@ -24,10 +24,9 @@ from evals.jaccard import jaccard_score
 from models.segmenter import Segmenter
 from tools.data.classes import NUM_CLASSES, NUM_OBSERVED, TARGET_FRAME, class_indices
 from tools.data.clevrer import list_videos, read_frames, read_mask
-from tools.predict.instance_vote import instance_vote, object_evidence
+from tools.predict.instance_vote import ObjectJudge, instance_vote, object_evidence
 
 VOTE_MIN_PIXELS = 8  # full-resolution pixels; as predict.vote_min_pixels
-DEFAULT_SEGMENTER_WEIGHT = 0.3  # as predict.vote_segmenter_weight
 ROW_LABELS = {
     "per_frame": "segmenter, per-frame Jaccard (argmax)",
     "per_frame_vote_frame": "segmenter + instance vote per frame, per-frame Jaccard",
@@ -92,7 +91,7 @@ class _Collected:
 
 
 def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: bool, min_pixels: int,
-                 classifier=None, segmenter_weight: float = DEFAULT_SEGMENTER_WEIGHT) -> None:
+                 judge: ObjectJudge | None = None) -> None:
     frames, masks = read_frames(path), read_mask(path)
     log_probs = video_log_probs(segmenter, frames)
     collected.add("per_frame", log_probs.argmax(1), masks)
@@ -106,34 +105,35 @@ def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: 
                       masks)
         observed = instance_vote(log_probs[:NUM_OBSERVED], link_frames=True, min_pixels=min_pixels)
         collected.add("copy11_segmenter_vote", observed[last_observed][None], target)
-    if vote and classifier is not None:
+    if vote and judge is not None:
         named = instance_vote(log_probs, link_frames=True, min_pixels=min_pixels,
-                              object_scores=object_evidence(classifier, frames), segmenter_weight=segmenter_weight)
+                              object_scores=object_evidence(judge.classifier, frames, factors=judge.factors),
+                              segmenter_weight=judge.segmenter_weight)
         collected.add("per_frame_vote_objects", named, masks)
         observed = instance_vote(log_probs[:NUM_OBSERVED], link_frames=True, min_pixels=min_pixels,
-                                 object_scores=object_evidence(classifier, frames[:NUM_OBSERVED]),
-                                 segmenter_weight=segmenter_weight)  # as prediction runs it: frames 1-11 only
+                                 object_scores=object_evidence(judge.classifier, frames[:NUM_OBSERVED],
+                                                               factors=judge.factors),
+                                 segmenter_weight=judge.segmenter_weight)  # as prediction runs it: frames 1-11
         collected.add("copy11_segmenter_vote_objects", observed[last_observed][None], target)
 
 
 def score_segmenter(segmenter: Segmenter, root: str | Path, split: str, video_ids: Sequence[int] | None = None,
                     vote: bool = True, min_pixels: int = VOTE_MIN_PIXELS, progress: bool = True,
-                    classifier=None, segmenter_weight: float = DEFAULT_SEGMENTER_WEIGHT) -> dict[str, float]:
+                    judge: ObjectJudge | None = None) -> dict[str, float]:
     """Jaccards keyed as ROW_LABELS, and the factor scores of the per-frame masks keyed as FACTOR_LABELS, over the
-    labeled videos of root/split (or those of `video_ids`). With an object classifier (models/object_classifier.py)
-    the vote is also run with it, on frames 1-11 as prediction does."""
+    labeled videos of root/split (or those of `video_ids`). With an object judge (an object classifier and its
+    weight, tools/predict/instance_vote.py) the vote is also run with it, on frames 1-11 as prediction does."""
     entries = [e for e in list_videos(root, split) if e.has_mask and (video_ids is None or e.id in set(video_ids))]
     collected = _Collected()
     segmenter.eval()
     for entry in tqdm(entries, desc=f"segmenter scores ({split})", disable=not progress, unit="video"):
-        _score_video(segmenter, entry.path, collected, vote, min_pixels, classifier, segmenter_weight)
+        _score_video(segmenter, entry.path, collected, vote, min_pixels, judge)
     return collected.scores()
 
 
 def segmenter_rows(segmenter: Segmenter, root: str | Path, split: str, video_ids: Sequence[int] | None = None,
-                   min_pixels: int = VOTE_MIN_PIXELS, classifier=None) -> list[tuple[str, float]]:
+                   min_pixels: int = VOTE_MIN_PIXELS, judge: ObjectJudge | None = None) -> list[tuple[str, float]]:
     """(label, Jaccard) rows for a report: per-frame with and without the vote (and with the object classifier
     in it), copy frame 11 seg vs true."""
-    scores = score_segmenter(segmenter, root, split, video_ids, True, min_pixels, progress=False,
-                             classifier=classifier)
+    scores = score_segmenter(segmenter, root, split, video_ids, True, min_pixels, progress=False, judge=judge)
     return [(ROW_LABELS[name], scores[name]) for name in ROW_LABELS if name in scores]

@@ -81,13 +81,13 @@ def segmenter_report_rows(data_path: Path, predict_dirs: dict[str, Path], segmen
     (evals/segmenter_scores.py)."""
     from evals.predictions_folder import load_predictions
     from evals.segmenter_scores import segmenter_rows
+    from tools.predict.instance_vote import load_vote_judge
     from tools.predict.segmenter_io import load_segmenter
 
     predictions = load_predictions(next(iter(predict_dirs.values())))
-    from tools.train.object_classifier import load_object_classifier
-
+    judge = load_vote_judge({"object_classifier": str(classifier) if classifier else None})
     return segmenter_rows(load_segmenter(segmenter), data_path, predictions.split or "val", predictions.video_ids,
-                          classifier=load_object_classifier(classifier) if classifier else None)
+                          judge=judge)
 
 
 def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], meta: dict) -> list[str]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from models.object_classifier import FACTORS
 from tools.data.classes import COLORS, NUM_CLASSES, class_indices
 
 SPLITS = ("colour", "none")
@@ -215,7 +216,7 @@ def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str 
 
 
 def object_evidence(classifier, frames01: torch.Tensor, batch_size: int = 256,
-                    factors: Sequence[str] = ("shape", "material", "colour")) -> ObjectScores:
+                    factors: Sequence[str] = FACTORS) -> ObjectScores:
     """ObjectScores from an object classifier (models/object_classifier.py) looking at each component of the
     frames [T, 3, H, W] in [0, 1], cropped at full resolution (tools/data/object_crops.py); `factors`: those it
     judges (the others are left to the segmenter)."""
@@ -246,7 +247,7 @@ class ObjectJudge:
 
     classifier: torch.nn.Module
     segmenter_weight: float = 0.3
-    factors: tuple[str, ...] = ("shape", "material", "colour")
+    factors: tuple[str, ...] = FACTORS
 
 
 def voted_video_masks(segmenter, frames01: torch.Tensor, tta: bool = False, min_pixels: int = 1,
@@ -264,11 +265,15 @@ def voted_video_masks(segmenter, frames01: torch.Tensor, tta: bool = False, min_
 
 
 def load_vote_judge(pcfg: Mapping[str, Any], device: str | torch.device = "cpu") -> ObjectJudge | None:
-    """The ObjectJudge of a predict config (None without `predict.object_classifier`)."""
+    """The ObjectJudge of a predict config (None without `predict.object_classifier`); a vote_* key that is unset
+    keeps ObjectJudge's default."""
     if not pcfg.get("object_classifier"):
         return None
     from tools.train.object_classifier import load_object_classifier
 
-    factors = tuple(pcfg.get("vote_classifier_factors") or ("shape", "material", "colour"))
-    return ObjectJudge(load_object_classifier(str(pcfg.object_classifier), device),
-                       float(pcfg.get("vote_segmenter_weight", 0.3)), factors)
+    settings = {}
+    if pcfg.get("vote_segmenter_weight") is not None:
+        settings["segmenter_weight"] = float(pcfg["vote_segmenter_weight"])
+    if pcfg.get("vote_classifier_factors"):
+        settings["factors"] = tuple(pcfg["vote_classifier_factors"])
+    return ObjectJudge(load_object_classifier(str(pcfg["object_classifier"]), device), **settings)

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from models.object_classifier import FACTORS
 from tools.core.atomic import torch_save_atomic
 from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
@@ -86,7 +87,7 @@ def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: Di
             "peak_mem_gib": peak_memory_gib(ctx.device), "ddpm_checkpoint": str(pcfg.ddpm),
             "segmenter_checkpoint": str(pcfg.segmenter) if pcfg.get("segmenter") else None,
             "object_classifier": str(pcfg.object_classifier) if pcfg.get("object_classifier") else None,
-            "vote_classifier_factors": list(pcfg.get("vote_classifier_factors") or [])
+            "vote_classifier_factors": list(pcfg.get("vote_classifier_factors") or FACTORS)
             if pcfg.get("object_classifier") else None,
             "observed_masks": "true" if pcfg.get("observed_masks") else "segmenter",
             "fusion": "slots", "suppress_absent": True, "videos": len(entries)}
