@@ -24,7 +24,7 @@ from evals.jaccard import jaccard_score
 from models.segmenter import Segmenter
 from tools.data.classes import NUM_CLASSES, NUM_OBSERVED, TARGET_FRAME, class_indices
 from tools.data.clevrer import list_videos, read_frames, read_mask
-from tools.predict.instance_vote import ObjectJudge, instance_vote, object_evidence
+from tools.predict.instance_vote import EDGE_THRESHOLD, ObjectJudge, instance_vote, object_evidence
 
 VOTE_MIN_PIXELS = 8  # full-resolution pixels; as predict.vote_min_pixels
 ROW_LABELS = {
@@ -65,12 +65,18 @@ def factor_scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, flo
 
 
 @torch.no_grad()
-def video_log_probs(segmenter: Segmenter, frames: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Class log-probabilities [T, 49, H, W] (CPU, float) of frames [T, 3, H, W] in [0, 1], at their resolution."""
+def video_log_probs(segmenter: Segmenter, frames: torch.Tensor, batch_size: int = 8
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class log-probabilities [T, 49, H, W] (CPU, float) of frames [T, 3, H, W] in [0, 1], at their resolution,
+    and the contact-edge probabilities [T, H, W] of a segmenter with `model.boundary` (else None)."""
     device = next(segmenter.parameters()).device
-    out = [segmenter.segment(frames[i:i + batch_size].to(device), size=segmenter.trained_size).float()
-           .log_softmax(1).cpu() for i in range(0, len(frames), batch_size)]
-    return torch.cat(out)
+    scores, edges = [], []
+    for i in range(0, len(frames), batch_size):
+        batch_scores, batch_edges = segmenter.segment_with_boundary(frames[i:i + batch_size].to(device),
+                                                                    size=segmenter.trained_size)
+        scores.append(batch_scores.float().log_softmax(1).cpu())
+        edges.append(None if batch_edges is None else batch_edges.float().cpu())
+    return torch.cat(scores), (None if edges[0] is None else torch.cat(edges))
 
 
 @dataclass
@@ -91,35 +97,45 @@ class _Collected:
 
 
 def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: bool, min_pixels: int,
-                 judge: ObjectJudge | None = None) -> None:
+                 judge: ObjectJudge | None = None, edge_threshold: float | None = EDGE_THRESHOLD) -> None:
     frames, masks = read_frames(path), read_mask(path)
-    log_probs = video_log_probs(segmenter, frames)
+    log_probs, edges = video_log_probs(segmenter, frames)
+
+    def cut(frame_count: int | None = None) -> dict:
+        """The vote's edge cut (with a contact-edge channel) over the first frame_count frames."""
+        if edges is None or edge_threshold is None:
+            return {}
+        return {"edges": edges[:frame_count], "edge_threshold": edge_threshold}
+
     collected.add("per_frame", log_probs.argmax(1), masks)
     last_observed, target = NUM_OBSERVED - 1, masks[TARGET_FRAME][None]
     collected.add("copy11_truth", masks[last_observed][None], target)
     collected.add("copy11_segmenter", log_probs[last_observed].argmax(0)[None], target)
     if vote:
-        collected.add("per_frame_vote_frame", instance_vote(log_probs, link_frames=False, min_pixels=min_pixels),
-                      masks)
-        collected.add("per_frame_vote_video", instance_vote(log_probs, link_frames=True, min_pixels=min_pixels),
-                      masks)
-        observed = instance_vote(log_probs[:NUM_OBSERVED], link_frames=True, min_pixels=min_pixels)
+        collected.add("per_frame_vote_frame",
+                      instance_vote(log_probs, link_frames=False, min_pixels=min_pixels, **cut()), masks)
+        collected.add("per_frame_vote_video",
+                      instance_vote(log_probs, link_frames=True, min_pixels=min_pixels, **cut()), masks)
+        observed = instance_vote(log_probs[:NUM_OBSERVED], link_frames=True, min_pixels=min_pixels,
+                                 **cut(NUM_OBSERVED))
         collected.add("copy11_segmenter_vote", observed[last_observed][None], target)
     if vote and judge is not None:
         named = instance_vote(log_probs, link_frames=True, min_pixels=min_pixels,
                               object_scores=object_evidence(judge.classifier, frames, factors=judge.factors),
-                              segmenter_weight=judge.segmenter_weight)
+                              segmenter_weight=judge.segmenter_weight, **cut())
         collected.add("per_frame_vote_objects", named, masks)
         observed = instance_vote(log_probs[:NUM_OBSERVED], link_frames=True, min_pixels=min_pixels,
                                  object_scores=object_evidence(judge.classifier, frames[:NUM_OBSERVED],
                                                                factors=judge.factors),
-                                 segmenter_weight=judge.segmenter_weight)  # as prediction runs it: frames 1-11
+                                 segmenter_weight=judge.segmenter_weight,
+                                 **cut(NUM_OBSERVED))  # as prediction runs it: frames 1-11
         collected.add("copy11_segmenter_vote_objects", observed[last_observed][None], target)
 
 
 def score_segmenter(segmenter: Segmenter, root: str | Path, split: str, video_ids: Sequence[int] | None = None,
                     vote: bool = True, min_pixels: int = VOTE_MIN_PIXELS, progress: bool = True,
-                    judge: ObjectJudge | None = None) -> dict[str, float]:
+                    judge: ObjectJudge | None = None, edge_threshold: float | None = EDGE_THRESHOLD
+                    ) -> dict[str, float]:
     """Jaccards keyed as ROW_LABELS, and the factor scores of the per-frame masks keyed as FACTOR_LABELS, over the
     labeled videos of root/split (or those of `video_ids`). With an object judge (an object classifier and its
     weight, tools/predict/instance_vote.py) the vote is also run with it, on frames 1-11 as prediction does."""
@@ -127,7 +143,7 @@ def score_segmenter(segmenter: Segmenter, root: str | Path, split: str, video_id
     collected = _Collected()
     segmenter.eval()
     for entry in tqdm(entries, desc=f"segmenter scores ({split})", disable=not progress, unit="video"):
-        _score_video(segmenter, entry.path, collected, vote, min_pixels, judge)
+        _score_video(segmenter, entry.path, collected, vote, min_pixels, judge, edge_threshold)
     return collected.scores()
 
 

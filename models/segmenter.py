@@ -13,6 +13,11 @@ Two output heads (`model.head`):
   metal and all cylinder pixels). Which (shape, material, colour) each class is comes in as `class_factors`
   (from tools/data/classes.py, passed by tools/predict/segmenter_io.build_task_segmenter): this module stays
   free of task constants.
+
+`model.boundary: true` adds one more output channel: the logit that a pixel lies on a contact edge between two
+objects (tools/train/seg_losses.boundary_targets). Two touching objects of one colour are one colour region;
+the instance vote cuts such regions along this edge (tools/predict/instance_vote.py). `Segmenter.segment` keeps
+returning class scores only; `segment_with_boundary` also returns the edge probability.
 """
 from __future__ import annotations
 
@@ -40,14 +45,16 @@ class Segmenter(nn.Module):
     def __init__(self, arch: str = "unet", encoder: str = "resnet18", classes: int = 49,
                  encoder_weights: str | None = None,
                  encoder_depth: int = 5, decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
-                 head: str = "flat", class_factors: Sequence[Sequence[int]] | None = None) -> None:
+                 head: str = "flat", class_factors: Sequence[Sequence[int]] | None = None,
+                 boundary: bool = False) -> None:
         super().__init__()
         self.classes = int(classes)
+        self.has_boundary = bool(boundary)
         if len(decoder_channels) != int(encoder_depth):
             raise ValueError(f"model.decoder_channels {list(decoder_channels)} needs one entry per encoder stage "
                             f"(model.encoder_depth={encoder_depth})")
         self.head = FactorisedHead(class_factors, self.classes) if _head_name(head) == "factorised" else None
-        out_channels = self.head.channels if self.head is not None else self.classes
+        out_channels = (self.head.channels if self.head is not None else self.classes) + int(self.has_boundary)
         # The encoder halves the resolution encoder_depth times, so inputs are padded to this multiple.
         self.size_multiple = 2 ** int(encoder_depth)
         self.net = _build_smp_network(arch, encoder, out_channels, encoder_weights, int(encoder_depth),
@@ -64,7 +71,8 @@ class Segmenter(nn.Module):
         """Class scores for frames of any size (padded to a multiple of 2**encoder_depth inside, cropped back).
 
         with_factors: also return the factorised head's raw logits {'objectness', 'shape', 'material', 'colour'}
-        (empty for the flat head), which its loss needs; an argument of forward so DDP sees the whole graph.
+        (empty for the flat head) and, with `boundary`, the contact-edge logit {'boundary' [N, 1, H, W]}, which
+        the loss needs; an argument of forward so DDP sees the whole graph.
         """
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise ValueError(f"Segmenter expects RGB frames [N, 3, H, W]; got shape {tuple(rgb.shape)}")
@@ -76,11 +84,14 @@ class Segmenter(nn.Module):
             # Replicate rather than zero-pad: a black border would look like a (dark) object edge.
             normalised = F.pad(normalised, (0, pad_w, 0, pad_h), mode="replicate")
         raw = self.net(normalised)[..., :height, :width]
+        extra: dict[str, torch.Tensor] = {}
+        if self.has_boundary:
+            raw, extra["boundary"] = raw[:, :-1], raw[:, -1:]
         if self.head is None:
-            return (raw, {}) if with_factors else raw
+            return (raw, extra) if with_factors else raw
         factors = self.head.split(raw)
         scores = self.head.compose(factors)
-        return (scores, factors) if with_factors else scores
+        return (scores, {**factors, **extra}) if with_factors else scores
 
     def segment(self, rgb: torch.Tensor, tta: bool = False, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Class scores [N, classes, H, W] at the input's resolution.
@@ -89,20 +100,34 @@ class Segmenter(nn.Module):
         log-probabilities (argmax and softmax behave as with logits). size: run the network at this (H, W)
         (e.g. `trained_size`) and resize the scores back to the input's resolution.
         """
+        return self.segment_with_boundary(rgb, tta, size)[0]
+
+    def segment_with_boundary(self, rgb: torch.Tensor, tta: bool = False, size: tuple[int, int] | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`segment`'s class scores and the contact-edge probability [N, H, W] (None without `boundary`),
+        both at the input's resolution, with the same tta and size."""
         out_size = tuple(rgb.shape[-2:])
         if size is not None and tuple(size) != out_size:
             rgb = F.interpolate(rgb, size=tuple(size), mode="bilinear", antialias=True,
                                 align_corners=False).clamp(0.0, 1.0)
         if tta:
-            both = self(torch.cat([rgb, rgb.flip(-1)], dim=0))
+            both, extra = self(torch.cat([rgb, rgb.flip(-1)], dim=0), with_factors=True)
             plain, mirrored = both.float().chunk(2, dim=0)
             probabilities = 0.5 * (plain.softmax(1) + mirrored.flip(-1).softmax(1))
             scores = probabilities.clamp_min(1e-8).log()
+            edge = extra.get("boundary")
+            if edge is not None:
+                plain_edge, mirrored_edge = edge.float().sigmoid().chunk(2, dim=0)
+                edge = 0.5 * (plain_edge + mirrored_edge.flip(-1))
         else:
-            scores = self(rgb)
+            scores, extra = self(rgb, with_factors=True)
+            edge = extra.get("boundary")
+            edge = edge.float().sigmoid() if edge is not None else None
         if tuple(scores.shape[-2:]) != out_size:
             scores = F.interpolate(scores.float(), size=out_size, mode="bilinear", align_corners=False)
-        return scores
+            if edge is not None:
+                edge = F.interpolate(edge, size=out_size, mode="bilinear", align_corners=False)
+        return scores, (edge[:, 0] if edge is not None else None)
 
 
     @torch.no_grad()
@@ -191,7 +216,7 @@ def _drop_unused_resnet_stages(encoder: nn.Module, depth: int) -> None:
 
 
 def build_segmenter(model_cfg: Mapping[str, Any], class_factors: Sequence[Sequence[int]] | None = None) -> Segmenter:
-    """A Segmenter from a config's `model` section (arch, encoder, encoder_weights, ..., classes, head).
+    """A Segmenter from a config's `model` section (arch, encoder, encoder_weights, ..., classes, head, boundary).
 
     class_factors: the (shape, material, colour) of every object class, needed by `head: factorised`."""
     return Segmenter(arch=model_cfg.get("arch", "unet"), encoder=model_cfg.get("encoder", "resnet18"),
@@ -199,4 +224,5 @@ def build_segmenter(model_cfg: Mapping[str, Any], class_factors: Sequence[Sequen
                      encoder_weights=model_cfg.get("encoder_weights"),
                      encoder_depth=int(model_cfg.get("encoder_depth", 5)),
                      decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS),
-                     head=str(model_cfg.get("head") or "flat"), class_factors=class_factors)
+                     head=str(model_cfg.get("head") or "flat"), class_factors=class_factors,
+                     boundary=bool(model_cfg.get("boundary", False)))

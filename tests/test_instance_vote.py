@@ -111,3 +111,30 @@ def test_a_suppressed_class_is_never_given_the_component_left_without_one_become
     assert mask[2:10, 2:10].unique().tolist() == [RED_CUBE]
     assert mask[12:20, 20:28].unique().tolist() == [0]  # its only allowed class is held by the likelier blob
     assert set(mask.unique().tolist()) <= {0, RED_CUBE}
+
+
+def test_a_contact_edge_cuts_touching_objects_of_one_colour_apart():
+    scores = _scores()
+    _paint(scores, 0, slice(4, 14), slice(4, 14), {RED_CUBE: 0.0, RED_SPHERE: -0.5})
+    _paint(scores, 0, slice(4, 14), slice(14, 24), {RED_SPHERE: 0.0, RED_CUBE: -0.5})  # same colour, touching
+    merged = instance_vote(scores[0])
+    assert len(merged[4:14, 4:24].unique()) == 1  # one colour region: one class for both objects
+    edges = torch.zeros(H, W)
+    edges[4:14, 13:15] = 0.9  # the contact edge, both sides
+    cut = instance_vote(scores[0], edges=edges)
+    assert cut[4:14, 4:13].unique().tolist() == [RED_CUBE]
+    assert cut[4:14, 15:24].unique().tolist() == [RED_SPHERE]
+    assert set(cut[4:14, 13:15].unique().tolist()) == {RED_CUBE, RED_SPHERE}  # the edge joins its nearest piece
+    assert (cut[scores[0, 0] == 0] == 0).all()
+    assert torch.equal(instance_vote(scores[0], edges=edges, edge_threshold=0.95), merged)  # below threshold
+    partial = edges.clone()
+    partial[4:8] = 0.0  # an edge that does not cut the region in two changes nothing
+    assert torch.equal(instance_vote(scores[0], edges=partial), merged)
+    one_object = _scores()
+    _paint(one_object, 0, slice(4, 14), slice(4, 24), {RED_CUBE: 0.0, RED_SPHERE: -0.5})
+    assert torch.equal(instance_vote(one_object[0], edges=edges), instance_vote(one_object[0]))  # an inner edge:
+    # both pieces would be red cubes, so the cut is undone instead of giving one half the next best class
+    sliver = torch.zeros(H, W)
+    sliver[4:14, 20] = 0.9  # would cut off a 30-pixel sliver: pieces under min_piece stay joined
+    labels = frame_components(scores[0].log_softmax(0).numpy(), edge=sliver.numpy(), min_piece=40)
+    assert labels.max() == 1

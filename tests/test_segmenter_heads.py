@@ -11,14 +11,14 @@ from tools.core.errors import UserError
 from tools.data.classes import COLORS, MATERIALS, NUM_CLASSES, SHAPES, class_id
 from tools.data.frames import LabeledFrames, photometric, random_blur
 from tools.predict.segmenter_io import build_task_segmenter, load_segmenter
-from tools.train.seg_losses import SegmentationLoss, factor_targets
+from tools.train.seg_losses import SegmentationLoss, boundary_targets, factor_targets
 
 TINY = {"encoder_depth": 3, "decoder_channels": [16, 8, 8]}
 
 
-def _model(head: str):
+def _model(head: str, boundary: bool = False):
     torch.manual_seed(0)
-    return build_task_segmenter({"head": head, **TINY})
+    return build_task_segmenter({"head": head, "boundary": boundary, **TINY})
 
 
 def test_factorised_scores_normalise_over_the_49_classes_and_follow_the_class_id_formula():
@@ -92,6 +92,47 @@ def test_photometric_augmentation_stays_in_range_and_blur_keeps_a_flat_image():
     spike[..., 4, 4] = 1.0
     blurred = random_blur(spike, 1.5, probability=1.0)
     assert blurred[..., 4, 4].max() < 1.0 and torch.allclose(blurred.sum((-2, -1)), spike.sum((-2, -1)), atol=1e-4)
+
+
+def test_boundary_targets_mark_contacts_between_objects_only():
+    red, blue = class_id("cube", "rubber", "red"), class_id("sphere", "rubber", "blue")
+    mask = torch.zeros(1, 6, 8, dtype=torch.long)
+    mask[0, 1:5, 1:4], mask[0, 1:5, 4:7] = red, blue
+    mask[0, 0, 0] = -1
+    target = boundary_targets(mask)[0]
+    assert target[1:5, 3:5].eq(1).all()  # both sides of the contact
+    assert target[1:5, 1:3].eq(0).all() and target[1:5, 5:7].eq(0).all()  # edges against the background are not
+    assert target[0, 0] == -1 and target[5].eq(0).all()
+
+
+@pytest.mark.parametrize("head", ["flat", "factorised"])
+def test_boundary_channel_keeps_the_class_scores_and_learns_a_contact_on_a_fixed_batch(head):
+    model = _model(head, boundary=True)
+    rgb = torch.rand(2, 3, 32, 48) * 0.2
+    target = torch.zeros(2, 32, 48, dtype=torch.long)
+    target[:, 8:24, 8:24], target[:, 8:24, 24:40] = class_id("cube", "rubber", "red"), class_id("cylinder",
+                                                                                            "rubber", "red")
+    rgb[:, 0, 8:24, 8:40] = 0.9
+    rgb[:, 0, 8:24, 23:25] = 0.5  # a darker seam where the two red objects touch
+    with torch.no_grad():
+        scores, factors = model.eval()(rgb, with_factors=True)
+        edges = model.segment_with_boundary(rgb, tta=True)[1]
+    assert scores.shape == (2, NUM_CLASSES, 32, 48) and factors["boundary"].shape == (2, 1, 32, 48)
+    assert torch.equal(scores, model(rgb)) and edges.shape == (2, 32, 48)
+    assert 0 <= edges.min() and edges.max() <= 1
+    assert torch.allclose(edges, model.segment_with_boundary(rgb.flip(-1), tta=True)[1].flip(-1), atol=1e-5)
+    criterion = SegmentationLoss(1.0, 1.0, 1.0, boundary_weight=1.0)
+    optimizer = torch.optim.AdamW(model.train().parameters(), lr=1e-2)
+    edge_losses = []
+    for _ in range(30):
+        scores, factors = model(rgb, with_factors=True)
+        loss, parts = criterion(scores, target, factors)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        edge_losses.append(parts["boundary"])
+    assert edge_losses[-1] < 0.5 * edge_losses[0]
+    assert _model(head).segment_with_boundary(rgb)[1] is None  # without the channel
 
 
 def test_factorised_segment_run_trains_and_loads(tmp_path):

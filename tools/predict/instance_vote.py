@@ -8,6 +8,10 @@ cleaned up without any learning:
    form one component (10-14% of components do in real and generated masks), so by default a component is a
    connected region of one *colour* (the colour marginal's argmax); that leaves 1-2% merged. Fragments under
    `min_pixels` join the neighbouring component they share most border with, or become background.
+   With a segmenter's contact-edge probability (`model.boundary`), a colour region is also cut along the pixels
+   where it exceeds `edge_threshold` (two touching objects of one colour, the merges that remain): when the cut
+   leaves two or more pieces of at least `min_piece` pixels, every pixel of the region joins its nearest piece.
+   The cut stands only if its pieces' best classes differ (else they are one object with an inner edge).
 2. Consecutive frames' components are linked when each is the other's largest overlap, so a track holds at
    most one component per frame; without linking every component is its own track.
 3. Every track scores each object class by its log-likelihood, the sum of the class's log-probabilities over
@@ -46,8 +50,15 @@ def colour_of_class() -> np.ndarray:
     return np.array([class_indices(c)[2] for c in range(1, NUM_CLASSES)])
 
 
-def frame_components(log_probs: np.ndarray, split: str = "colour", min_pixels: int = 1) -> np.ndarray:
-    """int32 labels [H, W] (0 = background, 1..n components) of one frame's log-probabilities [49, H, W]."""
+EDGE_THRESHOLD = 0.5
+MIN_PIECE = 40
+
+
+def frame_components(log_probs: np.ndarray, split: str = "colour", min_pixels: int = 1,
+                     edge: np.ndarray | None = None, edge_threshold: float = EDGE_THRESHOLD,
+                     min_piece: int = MIN_PIECE) -> np.ndarray:
+    """int32 labels [H, W] (0 = background, 1..n components) of one frame's log-probabilities [49, H, W];
+    edge: the contact-edge probability [H, W] that cuts touching objects apart (None: no cut)."""
     if split not in SPLITS:
         raise ValueError(f"instance vote split={split!r} is unknown; use one of {SPLITS}")
     objects = log_probs[1:]
@@ -57,7 +68,39 @@ def frame_components(log_probs: np.ndarray, split: str = "colour", min_pixels: i
         labels, _ = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
     else:
         labels = _colour_components(objects, foreground)
+    if edge is not None:
+        labels = cut_along_edges(labels, edge > edge_threshold, min_piece)
     return _absorb_fragments(labels, min_pixels)
+
+
+def cut_along_edges(labels: np.ndarray, edge: np.ndarray, min_piece: int = MIN_PIECE) -> np.ndarray:
+    """Components [H, W] with each one cut by the boolean edge map [H, W] where that leaves two or more pieces
+    of at least min_piece pixels; the region's other pixels (the edge itself, slivers) join the nearest piece.
+    A region the edge does not cut in two keeps its id order; ids stay consecutive."""
+    out = np.zeros_like(labels)
+    count = 0
+    for index, box in enumerate(ndimage.find_objects(labels)):
+        if box is None:
+            continue
+        region = labels[box] == index + 1
+        pieces, n = ndimage.label(region & ~edge[box], structure=_EIGHT_CONNECTED)
+        sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+        big = np.flatnonzero(sizes >= min_piece)
+        big = big[big > 0]
+        window = out[box]
+        if len(big) < 2:
+            count += 1
+            window[region] = count
+            continue
+        kept = np.isin(pieces, big)
+        # Index of the nearest kept pixel for every pixel of the window (the edge and slivers included).
+        nearest = ndimage.distance_transform_edt(~kept, return_distances=False, return_indices=True)
+        owner = pieces[nearest[0], nearest[1]]
+        renumber = np.zeros(n + 1, dtype=labels.dtype)
+        renumber[big] = np.arange(count + 1, count + 1 + len(big))
+        window[region] = renumber[owner[region]]
+        count += len(big)
+    return out
 
 
 def _colour_components(objects: np.ndarray, foreground: np.ndarray) -> np.ndarray:
@@ -180,27 +223,74 @@ def assign_classes(track_scores: np.ndarray, track_frames: list[set[int]]) -> li
     return np.where(chosen >= 0, chosen + 1, fallback).tolist()
 
 
+def _frame_scores(frames: np.ndarray, labels: list[np.ndarray], object_scores: ObjectScores | None,
+                  segmenter_weight: float) -> list[np.ndarray]:
+    """Per frame, each component's class scores [n, 48]: summed pixel log-probabilities, or with another judge
+    segmenter_weight x their mean plus its opinion (see instance_vote)."""
+    per_frame = [component_scores(frame, frame_labels) for frame, frame_labels in zip(frames, labels)]
+    if object_scores is None:
+        return per_frame
+    opinions = object_scores(labels)
+    return [segmenter_weight * sums / np.maximum(np.bincount(frame_labels.ravel())[1:, None], 1) + extra
+            for sums, frame_labels, extra in zip(per_frame, labels, opinions)]
+
+
+def keep_distinct_cuts(cut: np.ndarray, whole: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Component labels [H, W]: `cut` (components cut along contact edges), except that the pieces of one
+    `whole` component whose best classes (scores [n pieces, 48]) are not all different are joined again."""
+    n_cut = int(cut.max())
+    if n_cut == 0:
+        return cut
+    both = cut > 0
+    pairs = np.bincount(cut[both].astype(np.int64) * (int(whole.max()) + 1) + whole[both],
+                        minlength=(n_cut + 1) * (int(whole.max()) + 1)).reshape(n_cut + 1, -1)
+    parent = pairs[1:].argmax(1)  # the whole component holding each piece
+    best = scores.argmax(1)
+    target = np.arange(n_cut + 1)
+    for region in np.unique(parent):
+        pieces = np.flatnonzero(parent == region)
+        if len(pieces) > 1 and len(set(best[pieces].tolist())) < len(pieces):
+            target[pieces + 1] = pieces[0] + 1
+    if np.array_equal(target, np.arange(n_cut + 1)):
+        return cut
+    _, relabelled = np.unique(target[cut], return_inverse=True)  # consecutive ids, background stays 0
+    return relabelled.reshape(cut.shape).astype(np.int32)
+
+
 def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str = "colour",
                   min_pixels: int = 1, object_scores: ObjectScores | None = None,
-                  segmenter_weight: float = 1.0) -> torch.Tensor:
+                  segmenter_weight: float = 1.0, edges: torch.Tensor | None = None,
+                  edge_threshold: float = EDGE_THRESHOLD) -> torch.Tensor:
     """uint8 masks [T, H, W] from class scores [T, 49, H, W] of one video's frames (or [49, H, W] -> [H, W]).
 
     Scores should be log-probabilities (log_softmax is applied, so logits work too).
     object_scores: a second opinion per component, e.g. the object classifier's (`object_evidence`): given the
     frames' component maps, log p(class) [n, 48] of each frame's components. With it, a track's score is the sum
     over its frames of segmenter_weight x the component's *mean* pixel log-probability plus that opinion, so each
-    frame's component is one vote of each kind (summed pixels would make the segmenter's vote near-certain)."""
+    frame's component is one vote of each kind (summed pixels would make the segmenter's vote near-certain).
+    edges: the segmenter's contact-edge probabilities [T, H, W] (or [H, W]); colour regions are cut along them."""
     single = log_probs.dim() == 3
     scores = log_probs[None] if single else log_probs
     if scores.dim() != 4 or scores.shape[1] != NUM_CLASSES:
         raise ValueError(f"instance_vote expects scores [T, {NUM_CLASSES}, H, W]; got {tuple(log_probs.shape)}")
     frames = scores.detach().float().log_softmax(1).cpu().numpy()
-    labels = [frame_components(frame, split, min_pixels) for frame in frames]
-    per_frame = [component_scores(frame, frame_labels) for frame, frame_labels in zip(frames, labels)]
-    if object_scores is not None:
-        opinions = object_scores(labels)
-        per_frame = [segmenter_weight * sums / np.maximum(np.bincount(frame_labels.ravel())[1:, None], 1) + extra
-                     for sums, frame_labels, extra in zip(per_frame, labels, opinions)]
+    if edges is None:
+        edge_maps = [None] * len(frames)
+    else:
+        edge_maps = list((edges[None] if edges.dim() == 2 else edges).detach().float().cpu().numpy())
+        if len(edge_maps) != len(frames) or edge_maps[0].shape != frames.shape[-2:]:
+            raise ValueError(f"instance_vote edges {tuple(edges.shape)} do not match scores {tuple(log_probs.shape)}")
+    labels = [frame_components(frame, split, min_pixels, edge, edge_threshold)
+              for frame, edge in zip(frames, edge_maps)]
+    per_frame = _frame_scores(frames, labels, object_scores, segmenter_weight)
+    if edges is not None:
+        # A cut stands only where its pieces look like different objects: an edge inside one object (a cube's
+        # own face edges) would otherwise hand one of its halves a wrong class.
+        whole = [frame_components(frame, split, min_pixels) for frame in frames]
+        kept = [keep_distinct_cuts(cut, plain, scores) for cut, plain, scores in zip(labels, whole, per_frame)]
+        if any(not np.array_equal(a, b) for a, b in zip(kept, labels)):
+            labels = kept
+            per_frame = _frame_scores(frames, labels, object_scores, segmenter_weight)
     tracks = build_tracks(labels, link_frames)
     # class_of[frame][component id] -> class id; component 0 (background) stays class 0.
     class_of = [np.zeros(int(frame_labels.max()) + 1, dtype=np.uint8) for frame_labels in labels]
@@ -251,17 +341,20 @@ class ObjectJudge:
 
 
 def voted_video_masks(segmenter, frames01: torch.Tensor, tta: bool = False, min_pixels: int = 1,
-                      judge: ObjectJudge | None = None) -> torch.Tensor:
+                      judge: ObjectJudge | None = None, edge_threshold: float | None = EDGE_THRESHOLD
+                      ) -> torch.Tensor:
     """Masks [T, H, W] (on the frames' device) of one video's frames [T, 3, H, W] in [0, 1]: a segmenter's class
     scores (at its trained size, `Segmenter.segment`), then one class per object linked over the frames; with an
-    object judge, the classifier's opinion of each component joins the vote (`instance_vote`'s object_scores)."""
+    object judge, the classifier's opinion of each component joins the vote (`instance_vote`'s object_scores).
+    A segmenter with a contact-edge channel cuts touching objects apart at edge_threshold (None: no cut)."""
     with torch.no_grad():
-        scores = segmenter.segment(frames01.float(), tta=tta, size=segmenter.trained_size)
+        scores, edges = segmenter.segment_with_boundary(frames01.float(), tta=tta, size=segmenter.trained_size)
+    cut = {} if edges is None or edge_threshold is None else {"edges": edges, "edge_threshold": edge_threshold}
     if judge is None:
-        return instance_vote(scores, link_frames=True, min_pixels=min_pixels).to(frames01.device)
+        return instance_vote(scores, link_frames=True, min_pixels=min_pixels, **cut).to(frames01.device)
     evidence = object_evidence(judge.classifier, frames01, factors=judge.factors)
     return instance_vote(scores, link_frames=True, min_pixels=min_pixels, object_scores=evidence,
-                         segmenter_weight=judge.segmenter_weight).to(frames01.device)
+                         segmenter_weight=judge.segmenter_weight, **cut).to(frames01.device)
 
 
 def load_vote_judge(pcfg: Mapping[str, Any], device: str | torch.device = "cpu") -> ObjectJudge | None:
@@ -277,3 +370,12 @@ def load_vote_judge(pcfg: Mapping[str, Any], device: str | torch.device = "cpu")
     if pcfg.get("vote_classifier_factors"):
         settings["factors"] = tuple(pcfg["vote_classifier_factors"])
     return ObjectJudge(load_object_classifier(str(pcfg["object_classifier"]), device), **settings)
+
+
+def vote_edge_threshold(pcfg: Mapping[str, Any]) -> float | None:
+    """`predict.vote_edge_threshold`: where a segmenter's contact-edge probability cuts colour regions (a missing
+    key keeps EDGE_THRESHOLD; null turns the cut off)."""
+    if "vote_edge_threshold" not in pcfg:
+        return EDGE_THRESHOLD
+    value = pcfg["vote_edge_threshold"]
+    return None if value is None else float(value)

@@ -29,7 +29,8 @@ from tools.data.clevrer import ClevrerDataset, read_frames, read_mask, resize_fr
 from tools.core.distributed import DistContext, autocast, barrier
 from tools.core.checkpoint import load_checkpoint
 from tools.core.errors import UserError
-from tools.predict.instance_vote import ObjectJudge, instance_vote, load_vote_judge, voted_video_masks
+from tools.predict.instance_vote import (EDGE_THRESHOLD, ObjectJudge, instance_vote, load_vote_judge,
+                                        vote_edge_threshold, voted_video_masks)
 from tools.predict.postprocess import majority_vote, present_classes, suppress_absent_logits
 from tools.predict.outputs import write_gif, write_video_pngs
 from tools.core.runs import check_recorded_inputs, prepare_run_dir, run_dir_for, write_recorded_inputs
@@ -44,7 +45,8 @@ class MaskScorer:
     """Class log-probabilities of RGB frames from the semantic head and/or the segmenter."""
 
     def __init__(self, predictor: VideoPredictor, segmenter: torch.nn.Module | None, fusion: str, tta: bool,
-                 vote_min_pixels: int | None = None, judge: ObjectJudge | None = None) -> None:
+                 vote_min_pixels: int | None = None, judge: ObjectJudge | None = None,
+                 edge_threshold: float | None = EDGE_THRESHOLD) -> None:
         if fusion not in FUSIONS:
             raise UserError(f"predict.fusion={fusion!r} is unknown; use one of {', '.join(FUSIONS)}")
         if fusion in ("segmenter", "mean") and segmenter is None:
@@ -57,6 +59,7 @@ class MaskScorer:
         self.predictor, self.segmenter, self.fusion, self.tta = predictor, segmenter, fusion, tta
         self.vote_min_pixels = vote_min_pixels  # None: per-pixel argmax; else predict.instance_vote
         self.judge = judge  # predict.object_classifier
+        self.edge_threshold = edge_threshold  # predict.vote_edge_threshold
 
     def segmenter_scores(self, rgb01: torch.Tensor) -> torch.Tensor:
         return self.segmenter.segment(rgb01, tta=self.tta, size=self.segmenter.trained_size).float().log_softmax(1)
@@ -78,7 +81,8 @@ class MaskScorer:
         if self.segmenter is not None:
             if self.vote_min_pixels is None:
                 return self.segmenter_scores(observed01).argmax(1)
-            return voted_video_masks(self.segmenter, observed01, self.tta, self.vote_min_pixels, self.judge)
+            return voted_video_masks(self.segmenter, observed01, self.tta, self.vote_min_pixels, self.judge,
+                                     self.edge_threshold)
         frames = observed01[None] * 2 - 1
         _, logits = self.predictor.first_stage.decode(self.predictor.first_stage.encode(frames, frames))
         return logits[0].argmax(1)
@@ -142,7 +146,7 @@ def predict_split(pcfg: DictConfig | dict, data_path: str, out_dir: Path, ctx: D
         segmenter = load_segmenter(str(pcfg.segmenter), ctx.device)
     vote_min_pixels = int(pcfg.get("vote_min_pixels") or 1) if pcfg.get("instance_vote") else None
     scorer = MaskScorer(predictor, segmenter, str(pcfg.fusion), bool(pcfg.get("tta", False)), vote_min_pixels,
-                        load_vote_judge(pcfg, ctx.device))
+                        load_vote_judge(pcfg, ctx.device), vote_edge_threshold(pcfg))
     n_obs = int(predictor.cfg.data.cond_frames)
     targets = [int(t) for t in pcfg.targets]
     dataset = ClevrerDataset(data_path, str(pcfg.split), frame_indices=range(n_obs))

@@ -22,7 +22,7 @@ from tools.core.atomic import torch_save_atomic
 from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
 from tools.data.clevrer import ClevrerDataset, read_mask
-from tools.predict.instance_vote import load_vote_judge, voted_video_masks
+from tools.predict.instance_vote import load_vote_judge, vote_edge_threshold, voted_video_masks
 from tools.predict.predict import assemble_outputs, peak_memory_gib, result_path
 from tools.predict.slot_predictor import SlotPredictor
 
@@ -47,9 +47,11 @@ def observed_masks_source(pcfg: DictConfig, ctx: DistContext):
         return lambda entry, frames: segmenter.masks(frames, tta=tta).long()
     min_pixels = int(pcfg.get("vote_min_pixels") or 1)
     judge = load_vote_judge(pcfg, ctx.device)
+    edge_threshold = vote_edge_threshold(pcfg)
     # One class per object, linked over frames 1-11: a speckle of a wrong class would otherwise become a slot of
     # its own and pull the centroid of the object it belongs to.
-    return lambda entry, frames: voted_video_masks(segmenter, frames, tta, min_pixels, judge).long()
+    return lambda entry, frames: voted_video_masks(segmenter, frames, tta, min_pixels, judge,
+                                                                 edge_threshold).long()
 
 
 def predict_split_slots(pcfg: DictConfig, data_path: str, out_dir: Path, ctx: DistContext,

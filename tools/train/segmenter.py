@@ -55,7 +55,8 @@ class SegmenterTask:
                                            weight_decay=float(cfg.train.weight_decay))
         self.scaler = make_grad_scaler(ctx, cfg.train.get("amp"))
         self.ema = make_ema(self.model, float(cfg.train.get("ema_decay") or 0), warmup=True)
-        self.loss = SegmentationLoss(cfg.loss.ce_weight, cfg.loss.dice_weight, cfg.loss.get("factor_weight", 1.0))
+        self.loss = SegmentationLoss(cfg.loss.ce_weight, cfg.loss.dice_weight, cfg.loss.get("factor_weight", 1.0),
+                                     cfg.loss.get("boundary_weight", 1.0))
         self.augment = cfg.data.get("augment") or {}
         self.best_jaccard = -1.0
 
