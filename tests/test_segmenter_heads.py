@@ -1,5 +1,4 @@
 """Segmenter heads (flat and factorised), the factor loss, cached frames and the photometric augmentation."""
-from pathlib import Path
 
 import numpy as np
 import pytest

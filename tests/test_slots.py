@@ -202,6 +202,9 @@ def test_slot_route_instance_vote_fixes_a_one_frame_class_flip(monkeypatch):
             scores[3, 6, 5:10, 5:10] = 4.0
             return scores
 
+        def segment_with_boundary(self, frames, tta=False, size=None):
+            return self.segment(frames, tta, size), None  # no contact-edge channel
+
         def masks(self, frames, tta=False):
             return self.segment(frames).argmax(1).to(torch.uint8)
 
