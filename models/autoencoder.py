@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 from einops import rearrange, repeat
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from models import ModelConfigError

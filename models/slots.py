@@ -16,13 +16,11 @@ A class never present in the observed frames gets no object latent, so it can ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from models import ModelConfigError
+from torch import Tensor
 
 STATE_NAMES = ("presence", "cx", "cy", "log_area", "log_l11", "shear", "log_l22")
 STATE_DIM = len(STATE_NAMES)

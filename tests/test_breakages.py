@@ -4,7 +4,6 @@ observed frames only, and the generator calibration's copy-frame-11 Jaccard is t
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from evals.calibrate_generator import CEILING, COPY, predictor_figures
 from tests.conftest import TINY_DDPM, make_first_stage_checkpoint

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import main
 from tests.conftest import TINY_DDPM, make_first_stage_checkpoint
