@@ -50,6 +50,7 @@ def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_
     rows = [MODEL_ROW[route], "copy frame 11 (true masks)", "segment the true frame 22"]
     if route == "slots":
         rows += ["slot diffusion, true masks of frames 1-11", "segmenter + object classifier in the instance vote",
+                 "the motion head's guess alone, true masks of frames 1-11",
                  "copy frame 11 (segmenter masks, instance vote with the object classifier"]
         assert "| object classifier |" in report
     for row in rows:

@@ -41,6 +41,7 @@ def write_figure(path: Path, entries: list, predict_dir: Path, submission: torch
 MODEL_LABELS = {
     ("slots", "model"): "slot diffusion, segmenter masks of frames 1-11 (this run)",
     ("slots", "true_masks"): "slot diffusion, true masks of frames 1-11 (the dynamics alone)",
+    ("slots", "guess"): "the motion head's guess alone, true masks of frames 1-11 (no diffusion samples)",
     ("grid", "model"): "grid-latent diffusion model (this run)",
 }
 

@@ -109,6 +109,9 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     if route == "slots":  # the dynamics alone: the same model from the true masks of frames 1-11
         predicted["true_masks"] = predict_step(cfg, ctx, timings, trained["ddpm"], segmenter,
                                                name="predict_true_masks", observed_masks=True)
+        if trained["ddpm"].model.get("motion_head"):  # what the diffusion samples add to the head's own guess
+            predicted["guess"] = predict_step(cfg, ctx, timings, trained["ddpm"], segmenter, name="predict_guess",
+                                              observed_masks=True, slot_combine="guess")
     barrier(ctx)
     if ctx.is_main:
         from tools.pipeline.report import write_report
