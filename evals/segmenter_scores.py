@@ -24,7 +24,7 @@ from evals.jaccard import jaccard_score
 from models.segmenter import Segmenter
 from tools.data.classes import NUM_CLASSES, NUM_OBSERVED, TARGET_FRAME, class_indices
 from tools.data.clevrer import list_videos, read_frames, read_mask
-from tools.predict.instance_vote import EDGE_THRESHOLD, ObjectJudge, instance_vote, object_evidence
+from tools.predict.instance_vote import EDGE_THRESHOLD, ObjectJudge, edge_cut, instance_vote, judge_votes
 
 VOTE_MIN_PIXELS = 8  # full-resolution pixels; as predict.vote_min_pixels
 ROW_LABELS = {
@@ -102,10 +102,8 @@ def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: 
     log_probs, edges = video_log_probs(segmenter, frames)
 
     def cut(frame_count: int | None = None) -> dict:
-        """The vote's edge cut (with a contact-edge channel) over the first frame_count frames."""
-        if edges is None or edge_threshold is None:
-            return {}
-        return {"edges": edges[:frame_count], "edge_threshold": edge_threshold}
+        """The vote's edge cut over the first frame_count frames."""
+        return edge_cut(None if edges is None else edges[:frame_count], edge_threshold)
 
     collected.add("per_frame", log_probs.argmax(1), masks)
     last_observed, target = NUM_OBSERVED - 1, masks[TARGET_FRAME][None]
@@ -120,14 +118,11 @@ def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: 
                                  **cut(NUM_OBSERVED))
         collected.add("copy11_segmenter_vote", observed[last_observed][None], target)
     if vote and judge is not None:
-        named = instance_vote(log_probs, link_frames=True, min_pixels=min_pixels,
-                              object_scores=object_evidence(judge.classifier, frames, factors=judge.factors),
-                              segmenter_weight=judge.segmenter_weight, **cut())
+        named = instance_vote(log_probs, link_frames=True, min_pixels=min_pixels, **judge_votes(judge, frames),
+                              **cut())
         collected.add("per_frame_vote_objects", named, masks)
         observed = instance_vote(log_probs[:NUM_OBSERVED], link_frames=True, min_pixels=min_pixels,
-                                 object_scores=object_evidence(judge.classifier, frames[:NUM_OBSERVED],
-                                                               factors=judge.factors),
-                                 segmenter_weight=judge.segmenter_weight,
+                                 **judge_votes(judge, frames[:NUM_OBSERVED]),
                                  **cut(NUM_OBSERVED))  # as prediction runs it: frames 1-11
         collected.add("copy11_segmenter_vote_objects", observed[last_observed][None], target)
 

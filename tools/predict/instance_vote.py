@@ -59,6 +59,14 @@ def frame_components(log_probs: np.ndarray, split: str = "colour", min_pixels: i
                      min_piece: int = MIN_PIECE) -> np.ndarray:
     """int32 labels [H, W] (0 = background, 1..n components) of one frame's log-probabilities [49, H, W];
     edge: the contact-edge probability [H, W] that cuts touching objects apart (None: no cut)."""
+    return _frame_regions(log_probs, split, min_pixels, edge, edge_threshold, min_piece)[1]
+
+
+def _frame_regions(log_probs: np.ndarray, split: str, min_pixels: int, edge: np.ndarray | None,
+                   edge_threshold: float = EDGE_THRESHOLD, min_piece: int = MIN_PIECE
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(whole, cut): a frame's components without and with the edge cut (the same array without an edge), from
+    one pass over the class scores."""
     if split not in SPLITS:
         raise ValueError(f"instance vote split={split!r} is unknown; use one of {SPLITS}")
     objects = log_probs[1:]
@@ -68,9 +76,10 @@ def frame_components(log_probs: np.ndarray, split: str = "colour", min_pixels: i
         labels, _ = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
     else:
         labels = _colour_components(objects, foreground)
-    if edge is not None:
-        labels = cut_along_edges(labels, edge > edge_threshold, min_piece)
-    return _absorb_fragments(labels, min_pixels)
+    whole = _absorb_fragments(labels, min_pixels)
+    if edge is None:
+        return whole, whole
+    return whole, _absorb_fragments(cut_along_edges(labels, edge > edge_threshold, min_piece), min_pixels)
 
 
 def cut_along_edges(labels: np.ndarray, edge: np.ndarray, min_piece: int = MIN_PIECE) -> np.ndarray:
@@ -280,13 +289,13 @@ def instance_vote(log_probs: torch.Tensor, link_frames: bool = True, split: str 
         edge_maps = list((edges[None] if edges.dim() == 2 else edges).detach().float().cpu().numpy())
         if len(edge_maps) != len(frames) or edge_maps[0].shape != frames.shape[-2:]:
             raise ValueError(f"instance_vote edges {tuple(edges.shape)} do not match scores {tuple(log_probs.shape)}")
-    labels = [frame_components(frame, split, min_pixels, edge, edge_threshold)
-              for frame, edge in zip(frames, edge_maps)]
+    whole, labels = zip(*(_frame_regions(frame, split, min_pixels, edge, edge_threshold)
+                          for frame, edge in zip(frames, edge_maps)))
+    labels = list(labels)
     per_frame = _frame_scores(frames, labels, object_scores, segmenter_weight)
     if edges is not None:
         # A cut stands only where its pieces look like different objects: an edge inside one object (a cube's
         # own face edges) would otherwise hand one of its halves a wrong class.
-        whole = [frame_components(frame, split, min_pixels) for frame in frames]
         kept = [keep_distinct_cuts(cut, plain, scores) for cut, plain, scores in zip(labels, whole, per_frame)]
         if any(not np.array_equal(a, b) for a, b in zip(kept, labels)):
             labels = kept
@@ -349,12 +358,23 @@ def voted_video_masks(segmenter, frames01: torch.Tensor, tta: bool = False, min_
     A segmenter with a contact-edge channel cuts touching objects apart at edge_threshold (None: no cut)."""
     with torch.no_grad():
         scores, edges = segmenter.segment_with_boundary(frames01.float(), tta=tta, size=segmenter.trained_size)
-    cut = {} if edges is None or edge_threshold is None else {"edges": edges, "edge_threshold": edge_threshold}
+    return instance_vote(scores, link_frames=True, min_pixels=min_pixels, **judge_votes(judge, frames01),
+                         **edge_cut(edges, edge_threshold)).to(frames01.device)
+
+
+def judge_votes(judge: ObjectJudge | None, frames01: torch.Tensor) -> dict[str, Any]:
+    """instance_vote's object_scores and segmenter_weight for an object judge on these frames ({} without one)."""
     if judge is None:
-        return instance_vote(scores, link_frames=True, min_pixels=min_pixels, **cut).to(frames01.device)
-    evidence = object_evidence(judge.classifier, frames01, factors=judge.factors)
-    return instance_vote(scores, link_frames=True, min_pixels=min_pixels, object_scores=evidence,
-                         segmenter_weight=judge.segmenter_weight, **cut).to(frames01.device)
+        return {}
+    return {"object_scores": object_evidence(judge.classifier, frames01, factors=judge.factors),
+            "segmenter_weight": judge.segmenter_weight}
+
+
+def edge_cut(edges: torch.Tensor | None, edge_threshold: float | None) -> dict[str, Any]:
+    """instance_vote's edges and edge_threshold ({}: no cut, without an edge map or with the threshold off)."""
+    if edges is None or edge_threshold is None:
+        return {}
+    return {"edges": edges, "edge_threshold": edge_threshold}
 
 
 def load_vote_judge(pcfg: Mapping[str, Any], device: str | torch.device = "cpu") -> ObjectJudge | None:
