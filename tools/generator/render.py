@@ -14,8 +14,10 @@ from functools import lru_cache
 import numpy as np
 
 from tools.core.errors import UserError
+from tools.data.classes import MATERIALS
+from tools.generator.metal import sample_environment, shade_metal
 from tools.generator.physics import build_model, simulate
-from tools.generator.scene import GeneratorSettings, SceneSpec
+from tools.generator.scene import GeneratorSettings, SceneSpec, make_camera
 
 GL_BACKENDS = ("egl", "osmesa")
 
@@ -104,6 +106,7 @@ def simulate_and_render(spec: SceneSpec, settings: GeneratorSettings, frames: in
     lookup = geom_class_lookup(model, [o.class_id for o in spec.objects])
     rgb = np.empty((frames, settings.height, settings.width, 3), dtype=np.uint8) if with_rgb else None
     masks = np.empty((frames, settings.height, settings.width), dtype=np.uint8)
+    mirror = MirrorMetal(spec, settings, model) if with_rgb and settings.render.mirror_metal else None
     with mujoco.Renderer(model, settings.height, settings.width) as renderer:
         for frame in simulate(model, data, spec, settings, frames):
             renderer.update_scene(data, camera="view")
@@ -112,4 +115,32 @@ def simulate_and_render(spec: SceneSpec, settings: GeneratorSettings, frames: in
                 rgb[frame] = renderer.render()
             renderer.enable_segmentation_rendering()
             masks[frame] = segmentation_to_classes(renderer.render(), lookup)
+            renderer.disable_segmentation_rendering()
+            if mirror is not None and mirror.objects:
+                renderer.enable_depth_rendering()
+                mirror.shade(rgb[frame], masks[frame], renderer.render(), data)
+                renderer.disable_depth_rendering()
     return rgb, masks
+
+
+class MirrorMetal:
+    """Repaints the metal objects of rendered frames as mirrors of the video's studio (metal.py)."""
+
+    def __init__(self, spec: SceneSpec, settings: GeneratorSettings, model) -> None:
+        import mujoco
+
+        self.camera = make_camera(settings)
+        self.env = sample_environment(np.random.default_rng(spec.look_seed))
+        types = {int(mujoco.mjtGeom.mjGEOM_BOX): "box", int(mujoco.mjtGeom.mjGEOM_SPHERE): "sphere",
+                 int(mujoco.mjtGeom.mjGEOM_CYLINDER): "cylinder"}
+        self.objects = []  # (class id, colour, geom id, geom type name) of each metal object
+        for index, obj in enumerate(spec.objects):
+            if MATERIALS[obj.material] == "metal":
+                geom = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"obj{index}")
+                self.objects.append((obj.class_id, obj.color, geom, types[int(model.geom_type[geom])]))
+        self.sizes = model.geom_size
+
+    def shade(self, rgb: np.ndarray, mask: np.ndarray, depth: np.ndarray, data) -> None:
+        for cid, color, geom, geom_type in self.objects:
+            shade_metal(rgb, mask == cid, depth, self.camera, self.env, color, geom_type, self.sizes[geom],
+                        data.geom_xpos[geom], data.geom_xmat[geom].reshape(3, 3))

@@ -60,6 +60,7 @@ class RenderSettings:
     gl: str = "auto"               # auto (egl then osmesa), egl or osmesa
     shadow_size: int = 1024
     offsamples: int = 4
+    mirror_metal: bool = True      # shade metal as a mirror of a studio drawn per video (metal.py)
 
 
 @dataclass
@@ -159,6 +160,7 @@ class ObjectSpec:
 @dataclass(frozen=True)
 class SceneSpec:
     objects: tuple[ObjectSpec, ...]
+    look_seed: int = 0                     # seeds the per-video look (tools/generator/metal.py)
 
 
 def _heading(rng: np.random.Generator) -> np.ndarray:
@@ -265,7 +267,9 @@ def sample_scene(rng: np.random.Generator, settings: GeneratorSettings) -> Scene
     objects = _in_view_objects(rng, camera, classes[entering:], sc, [])
     still = [np.asarray(o.position) for o in objects if o.velocity == (0.0, 0.0)]
     objects += [_entering_object(rng, camera, cid, sc, still) for cid in classes[:entering]]
-    return SceneSpec(tuple(_ensure_motion(rng, objects, sc)))
+    objects = _ensure_motion(rng, objects, sc)
+    # Drawn last, so that adding it left every earlier scene's objects and motions as they were.
+    return SceneSpec(tuple(objects), look_seed=int(rng.integers(2**31)))
 
 
 def _ensure_motion(rng: np.random.Generator, objects: list[ObjectSpec], sc: SceneSettings

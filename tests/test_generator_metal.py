@@ -1,0 +1,101 @@
+"""Mirror-metal shading (tools/generator/metal.py): exact normals, reflection lookups, and repainting only
+the metal pixels of a frame."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.generator.metal import (Environment, environment_light, pixel_points, sample_environment,
+                                   shade_metal, surface_normals)
+from tools.generator.scene import GeneratorSettings, make_camera
+
+
+def _rotation_z(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_sphere_normals_point_away_from_the_centre():
+    center = np.array([1.0, 2.0, 0.35])
+    directions = np.random.default_rng(0).normal(size=(50, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    normals = surface_normals(center + 0.35 * directions, "sphere", np.array([0.35, 0, 0]), center,
+                              _rotation_z(0.7))
+    np.testing.assert_allclose(normals, directions, atol=1e-9)
+
+
+def test_box_normals_are_the_rotated_face_axes():
+    rotation = _rotation_z(np.pi / 6)
+    center = np.array([0.5, -1.0, 0.3])
+    half = np.array([0.3, 0.3, 0.3])
+    # A point in the middle of the local +x face, one on the top face and one on the local -y face.
+    local = np.array([[0.3, 0.05, -0.1], [0.1, -0.2, 0.3], [0.0, -0.3, 0.1]])
+    normals = surface_normals(center + local @ rotation.T, "box", half, center, rotation)
+    expected = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]]) @ rotation.T
+    np.testing.assert_allclose(normals, expected, atol=1e-9)
+
+
+def test_cylinder_normals_are_radial_on_the_side_and_vertical_on_the_caps():
+    center, size = np.zeros(3), np.array([0.35, 0.3, 0])
+    points = np.array([[0.35, 0.0, 0.1], [0.0, -0.35, -0.2], [0.1, 0.1, 0.3], [0.05, 0.0, -0.3]])
+    normals = surface_normals(points, "cylinder", size, center, np.eye(3))
+    np.testing.assert_allclose(normals, [[1, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], atol=1e-9)
+
+
+def test_unknown_geom_type_is_refused():
+    with pytest.raises(ValueError, match="capsule"):
+        surface_normals(np.zeros((1, 3)), "capsule", np.ones(3), np.zeros(3), np.eye(3))
+
+
+def test_pixel_points_lie_on_the_floor_where_the_depth_says_so():
+    settings = GeneratorSettings(height=16, width=24)
+    camera = make_camera(settings)
+    rows, cols = np.array([10, 15]), np.array([3, 20])
+    floor = np.array([camera.unproject(c + 0.5, r + 0.5) for r, c in zip(rows, cols)])
+    depth = np.zeros((16, 24))
+    depth[rows, cols] = (floor - camera.position) @ camera.forward
+    points, view = pixel_points(camera, depth, rows, cols)
+    np.testing.assert_allclose(points, floor, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(view, axis=1), 1.0)
+
+
+def test_environment_is_darker_at_the_horizon_than_in_the_sky_and_lights_its_spots():
+    env = Environment(floor=0.6, horizon=0.2, horizon_top=0.3, sky=1.1, spots=np.array([[0.0, 0.6, 0.8]]),
+                      spot_sharpness=100.0, spot_strength=0.8, tint_gain=0.9, tint_offset=0.05)
+    directions = np.array([[1.0, 0, 0.05], [0, 0, 1.0], [1.0, 0, -1.0], [0.0, 0.6, 0.8]])
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    tinted, white = environment_light(env, directions)
+    assert tinted[0] < tinted[2] < tinted[1]  # horizon < floor < sky
+    assert white[3] == pytest.approx(0.8) and white[:3].max() < 0.05
+
+
+def test_sampled_environment_is_a_function_of_the_seed():
+    first, again = sample_environment(np.random.default_rng(5)), sample_environment(np.random.default_rng(5))
+    np.testing.assert_array_equal(first.spots, again.spots)
+    assert first.floor == again.floor
+    assert sample_environment(np.random.default_rng(6)).floor != first.floor
+
+
+def test_shading_repaints_only_the_object_pixels():
+    settings = GeneratorSettings(height=32, width=48)
+    camera = make_camera(settings)
+    radius = 1.0  # large, so that the small frame shows many of its pixels
+    center = camera.unproject(24, 16, z=radius)
+    rows, cols = np.mgrid[0:32, 0:48]
+    # Depth of the sphere's front surface where the pixel ray hits it (ray-sphere intersection).
+    _, view = pixel_points(camera, np.ones((32, 48)), rows.ravel(), cols.ravel())
+    to_center = center - camera.position
+    along = view @ to_center
+    gap = along ** 2 - (to_center @ to_center - radius ** 2)
+    hit = gap > 0
+    distance = np.where(hit, along - np.sqrt(np.maximum(gap, 0)), 0)
+    depth = (distance[:, None] * view @ camera.forward).reshape(32, 48)
+    pixels = hit.reshape(32, 48)
+    frame = np.full((32, 48, 3), 100, dtype=np.uint8)
+    shade_metal(frame, pixels, depth, camera, sample_environment(np.random.default_rng(0)), 5, "sphere",
+                np.array([radius, 0, 0]), center, np.eye(3))
+    assert pixels.sum() > 50
+    assert (frame[~pixels] == 100).all()
+    shaded = frame[pixels].astype(float)
+    assert shaded.std(axis=0).max() > 10  # a mirror is not one flat colour
+    assert (shaded[:, 1] >= shaded[:, 0]).mean() > 0.9  # cyan: green above red almost everywhere
