@@ -31,13 +31,16 @@ def _geom_shape(shape: int, size: float) -> tuple[str, list[float], float]:
 # rubber renders at about 0.34 * palette + 45 (0..255). Base colours are chosen to land there.
 PALETTE_GAIN, PALETTE_OFFSET = 0.34, 45.0
 RUBBER_SHADING = 0.76        # rendered / base colour of lit rubber under our lights, measured
+# Real rubber is flatly lit (brightness spread within an object about 8-16 of 255, ours 12-21 without this):
+# a constant emitted part, with the base colour scaled to keep the mean, flattens the shading.
+RUBBER_EMISSION = 0.3
 METAL_DARKENING = 0.8        # metal reads as metal only with a darker base (plus specular)
 
 
 def base_rgb(color: int, material: int) -> np.ndarray:
     """The MuJoCo base colour (0..1) of an object of this colour and material."""
     palette = np.asarray(COLOR_RGB[COLORS[color]], dtype=float)
-    rgb = (PALETTE_GAIN * palette + PALETTE_OFFSET) / 255.0 / RUBBER_SHADING
+    rgb = (PALETTE_GAIN * palette + PALETTE_OFFSET) / 255.0 / (RUBBER_SHADING + RUBBER_EMISSION)
     if MATERIALS[material] == "metal":
         rgb = rgb * METAL_DARKENING
     return np.clip(rgb, 0.0, 1.0)
@@ -50,7 +53,7 @@ def _material_xml(index: int, obj: ObjectSpec) -> str:
         # the real samples: about 1.9 for metal and 1.4 for rubber.
         look = 'specular="1" shininess="0.4" reflectance="0.4"'
     else:
-        look = 'specular="0.12" shininess="0.1" reflectance="0"'
+        look = f'specular="0.12" shininess="0.1" reflectance="0" emission="{RUBBER_EMISSION}"'
     return f'<material name="mat{index}" rgba="{_fmt(rgb)} 1" {look}/>'
 
 

@@ -17,7 +17,7 @@ from tools.core.errors import UserError
 from tools.data.classes import MATERIALS
 from tools.generator.metal import sample_environment, shade_metal
 from tools.generator.physics import build_model, simulate
-from tools.generator.scene import GeneratorSettings, SceneSpec, make_camera
+from tools.generator.scene import GeneratorSettings, RenderSettings, SceneSpec, make_camera
 
 GL_BACKENDS = ("egl", "osmesa")
 
@@ -115,12 +115,38 @@ def simulate_and_render(spec: SceneSpec, settings: GeneratorSettings, frames: in
                 rgb[frame] = renderer.render()
             renderer.enable_segmentation_rendering()
             masks[frame] = segmentation_to_classes(renderer.render(), lookup)
+            if with_rgb and settings.render.shadow_blur > 0:
+                renderer.disable_segmentation_rendering()
+                soften_shadows(rgb[frame], masks[frame], unshadowed(renderer, model, data), settings.render)
             renderer.disable_segmentation_rendering()
             if mirror is not None and mirror.objects:
                 renderer.enable_depth_rendering()
                 mirror.shade(rgb[frame], masks[frame], renderer.render(), data)
                 renderer.disable_depth_rendering()
     return rgb, masks
+
+
+def unshadowed(renderer, model, data) -> np.ndarray:
+    """The current frame rendered with no light casting shadows."""
+    casts = model.light_castshadow.copy()
+    model.light_castshadow[:] = 0
+    renderer.update_scene(data, camera="view")
+    frame = renderer.render()
+    model.light_castshadow[:] = casts
+    return frame
+
+
+def soften_shadows(rgb: np.ndarray, mask: np.ndarray, lit: np.ndarray, render: RenderSettings) -> None:
+    """Replace the floor's hard shadow-map shadows (in place) by soft, lighter ones like the real frames':
+    the shadow is the ratio of the frame to its unshadowed render, blurred by `render.shadow_blur` pixels
+    and scaled by `render.shadow_strength`. Objects keep their own shading."""
+    from scipy.ndimage import gaussian_filter
+
+    lit_f = lit.astype(np.float32)
+    ratio = rgb.astype(np.float32).mean(axis=2) / np.maximum(lit_f.mean(axis=2), 1.0)
+    shade = 1.0 - render.shadow_strength * (1.0 - gaussian_filter(np.clip(ratio, 0, 1), render.shadow_blur))
+    floor = mask == 0
+    rgb[floor] = np.clip(lit_f[floor] * shade[floor, None] + 0.5, 0, 255).astype(np.uint8)
 
 
 class MirrorMetal:

@@ -1,5 +1,5 @@
-"""Mirror-metal shading (tools/generator/metal.py): exact normals, reflection lookups, and repainting only
-the metal pixels of a frame."""
+"""The generator's look after rendering: mirror-metal shading (tools/generator/metal.py: exact normals,
+reflection lookups, repainting only the metal pixels) and soft floor shadows (render.soften_shadows)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,8 @@ import pytest
 
 from tools.generator.metal import (Environment, environment_light, pixel_points, sample_environment,
                                    shade_metal, surface_normals)
-from tools.generator.scene import GeneratorSettings, make_camera
+from tools.generator.render import soften_shadows
+from tools.generator.scene import GeneratorSettings, RenderSettings, make_camera
 
 
 def _rotation_z(angle: float) -> np.ndarray:
@@ -99,3 +100,17 @@ def test_shading_repaints_only_the_object_pixels():
     shaded = frame[pixels].astype(float)
     assert shaded.std(axis=0).max() > 10  # a mirror is not one flat colour
     assert (shaded[:, 1] >= shaded[:, 0]).mean() > 0.9  # cyan: green above red almost everywhere
+
+
+def test_soft_shadows_blur_and_lighten_the_floor_and_leave_objects_alone():
+    lit = np.full((20, 30, 3), 200, dtype=np.uint8)
+    frame = lit.copy()
+    frame[:, :15] = 100                    # a hard shadow over the left half, at half the light
+    mask = np.zeros((20, 30), dtype=np.uint8)
+    mask[8:12, 2:6] = 7                    # an object inside the shadow keeps its own shading
+    soften_shadows(frame, mask, lit, RenderSettings(shadow_blur=2.0, shadow_strength=0.6))
+    assert (frame[8:12, 2:6] == 100).all()
+    row = frame[0, :, 0].astype(int)
+    assert row[0] == 140                   # deep in the shadow: 200 * (1 - 0.6 * 0.5)
+    assert row[-1] == 200                  # far from it: unchanged
+    assert (np.diff(row) >= 0).all() and 140 < row[14] < row[15] < 200  # a gradual edge, not a step
