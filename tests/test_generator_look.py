@@ -114,3 +114,17 @@ def test_soft_shadows_blur_and_lighten_the_floor_and_leave_objects_alone():
     assert row[0] == 140                   # deep in the shadow: 200 * (1 - 0.6 * 0.5)
     assert row[-1] == 200                  # far from it: unchanged
     assert (np.diff(row) >= 0).all() and 140 < row[14] < row[15] < 200  # a gradual edge, not a step
+
+
+def test_look_figures_recover_a_known_colour_fit_and_spread():
+    from evals.calibrate_look import look_figures
+    from tools.data.classes import COLOR_RGB
+
+    objects = [dict(material="metal", palette=np.asarray(rgb), mean=0.35 * np.asarray(rgb) + 35, spread=20.0 + i,
+                    highlight=30.0) for i, rgb in enumerate(COLOR_RGB.values())]
+    figures = look_figures(objects, [np.array([100.0, 130.0, 140.0])])
+    assert figures["metal colour gain"] == pytest.approx(0.35)
+    assert figures["metal colour offset"] == pytest.approx(35.0)
+    assert figures["metal brightness spread"] == pytest.approx(23.5)
+    assert figures["rubber objects"] == 0 and "rubber colour gain" not in figures
+    assert figures["floor brightness"] == 130.0
