@@ -44,10 +44,10 @@ def sample_environment(rng: np.random.Generator) -> Environment:
     elevation = rng.uniform(0.35, 1.3, count)
     spots = np.stack([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
                       np.sin(elevation)], axis=1)
-    return Environment(floor=rng.uniform(0.5, 0.85), horizon=rng.uniform(0.2, 0.5),
+    return Environment(floor=rng.uniform(0.5, 0.85), horizon=rng.uniform(0.15, 0.45),
                        horizon_top=rng.uniform(0.1, 0.35), sky=rng.uniform(0.9, 1.3), spots=spots,
-                       spot_sharpness=rng.uniform(40, 200), spot_strength=rng.uniform(0.6, 1.0),
-                       tint_gain=rng.uniform(0.4, 0.55), tint_offset=rng.uniform(0.12, 0.22),
+                       spot_sharpness=rng.uniform(40, 200), spot_strength=rng.uniform(0.7, 1.1),
+                       tint_gain=rng.uniform(0.33, 0.45), tint_offset=rng.uniform(0.12, 0.22),
                        ripple=rng.uniform(0.1, 0.4), ripple_cycles=int(rng.integers(1, 4)),
                        ripple_phase=rng.uniform(0, 2 * np.pi))
 

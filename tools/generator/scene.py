@@ -62,7 +62,7 @@ class RenderSettings:
     offsamples: int = 4
     mirror_metal: bool = True      # shade metal as a mirror of a studio drawn per video (metal.py)
     shadow_blur: float = 3.0       # pixels (Gaussian sigma) the floor's shadows are softened by; 0 = hard
-    shadow_strength: float = 0.6   # a softened shadow's darkness relative to the hard one
+    shadow_strength: float = 0.75  # a softened shadow's darkness relative to the hard one
 
 
 @dataclass
