@@ -112,10 +112,7 @@ def pixel_points(camera: Camera, depth: np.ndarray, rows: np.ndarray, cols: np.n
                  ) -> tuple[np.ndarray, np.ndarray]:
     """World points (N, 3) and unit view directions (N, 3) of pixels, from a depth buffer along the
     camera's forward axis (what MuJoCo's depth rendering gives)."""
-    half = np.tan(np.radians(camera.fovy_deg) / 2)
-    x = (cols + 0.5 - camera.width / 2) / (camera.height / 2) * half
-    y = -(rows + 0.5 - camera.height / 2) / (camera.height / 2) * half
-    rays = camera.forward[None] + x[:, None] * camera.right[None] + y[:, None] * camera.up[None]
+    rays = camera.pixel_ray(cols + 0.5, rows + 0.5)
     points = camera.position[None] + depth[rows, cols][:, None] * rays
     return points, rays / np.linalg.norm(rays, axis=1, keepdims=True)
 

@@ -115,10 +115,12 @@ def simulate_and_render(spec: SceneSpec, settings: GeneratorSettings, frames: in
                 rgb[frame] = renderer.render()
             renderer.enable_segmentation_rendering()
             masks[frame] = segmentation_to_classes(renderer.render(), lookup)
-            if with_rgb and settings.render.shadow_blur > 0:
-                renderer.disable_segmentation_rendering()
-                soften_shadows(rgb[frame], masks[frame], unshadowed(renderer, model, data), settings.render)
+            if not with_rgb:
+                continue
+            # The look after rendering: both need the frame's masks, so they come after segmentation.
             renderer.disable_segmentation_rendering()
+            if settings.render.shadow_blur > 0:
+                soften_shadows(rgb[frame], masks[frame], unshadowed(renderer, model, data), settings.render)
             if mirror is not None and mirror.objects:
                 renderer.enable_depth_rendering()
                 mirror.shade(rgb[frame], masks[frame], renderer.render(), data)

@@ -104,12 +104,14 @@ class Camera:
     height: int
     width: int
 
-    def pixel_ray(self, u: float, v: float) -> np.ndarray:
-        """Direction of the ray through pixel coordinates (u right, v down, 0..width/height)."""
+    def pixel_ray(self, u: float | np.ndarray, v: float | np.ndarray) -> np.ndarray:
+        """Direction (..., 3) of the ray through pixel coordinates (u right, v down, 0..width/height), with a
+        forward component of 1 (so a depth along the forward axis scales it to the point); u and v may be
+        arrays of one shape."""
         half = math.tan(math.radians(self.fovy_deg) / 2)
-        x = (u - self.width / 2) / (self.height / 2) * half
-        y = -(v - self.height / 2) / (self.height / 2) * half
-        return self.forward + x * self.right + y * self.up
+        x = (np.asarray(u, dtype=float) - self.width / 2) / (self.height / 2) * half
+        y = -(np.asarray(v, dtype=float) - self.height / 2) / (self.height / 2) * half
+        return self.forward + x[..., None] * self.right + y[..., None] * self.up
 
     def unproject(self, u: float, v: float, z: float = 0.0) -> np.ndarray:
         """The point at height z seen at pixel (u, v)."""
