@@ -18,20 +18,27 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from natsort import natsorted
-from PIL import Image
 
 from tools.core.errors import UserError
 from tools.data.classes import COLOR_RGB, COLORS, MATERIALS, class_indices
+from tools.data.clevrer import list_videos
+from tools.data.validate import MASK_FILE, decode_png, frame_file, load_mask_file
 
 REAL_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_samples" / "train"
 
 
-def _video_dirs(root: Path, limit: int) -> list[Path]:
-    dirs = [d for d in natsorted(root.glob("video_*")) if (d / "mask.npy").exists()]
+def labeled_video_dirs(path: Path, limit: int) -> list[Path]:
+    """The first `limit` labeled video folders of a dataset root (its val/, else train/) or of a split folder."""
+    if not path.is_dir():
+        raise UserError(f"{path} is not a folder: pass a dataset root with val/ or train/, or a split folder.")
+    if (path / "val").is_dir() or (path / "train").is_dir():
+        root, split = path, "val" if (path / "val").is_dir() else "train"
+    else:
+        root, split = path.parent, path.name
+    dirs = [entry.path for entry in list_videos(root, split) if entry.has_mask]
     if not dirs:
-        raise UserError(f"{root} holds no labeled video folders (video_*/mask.npy); pass a split folder or a "
-                        "dataset root with val/ or train/.")
+        raise UserError(f"{root / split} holds no labeled video folders (video_*/mask.npy); pass a split folder or "
+                        "a dataset root with val/ or train/.")
     return dirs[:limit]
 
 
@@ -41,9 +48,9 @@ def object_samples(video_dirs: list[Path], min_pixels: int = 80, frame_step: int
     and the background brightness of each sampled frame."""
     objects, floors = [], []
     for video in video_dirs:
-        masks = np.load(video / "mask.npy")
+        masks = load_mask_file(video / MASK_FILE)
         for frame in range(0, len(masks), frame_step):
-            rgb = np.asarray(Image.open(video / f"image_{frame}.png").convert("RGB"), dtype=np.float64)
+            rgb = decode_png(video / frame_file(frame)).astype(np.float64)
             brightness = rgb.mean(axis=2)
             floors.append(brightness[masks[frame] == 0])
             for cid in np.unique(masks[frame]):
@@ -78,13 +85,6 @@ def look_figures(objects: list[dict], floors: list[np.ndarray]) -> dict[str, flo
     return figures
 
 
-def _split_dir(root: Path) -> Path:
-    for split in ("val", "train"):
-        if (root / split).is_dir():
-            return root / split
-    return root
-
-
 def markdown(real: dict[str, float], generated: dict[str, float]) -> str:
     lines = ["| figure | real | generated |", "|---|---|---|"]
     for key in dict.fromkeys([*real, *generated]):
@@ -101,9 +101,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--videos", type=int, default=40, help="generated videos to read")
     parser.add_argument("--min_pixels", type=int, default=80, help="smaller objects (slivers) are left out")
     args = parser.parse_args(argv)
-    real = look_figures(*object_samples(_video_dirs(Path(args.real), 1000), args.min_pixels))
-    generated = look_figures(*object_samples(_video_dirs(_split_dir(Path(args.generated)), args.videos),
-                                             args.min_pixels))
+    real = look_figures(*object_samples(labeled_video_dirs(Path(args.real), 1000), args.min_pixels))
+    generated = look_figures(*object_samples(labeled_video_dirs(Path(args.generated), args.videos), args.min_pixels))
     table = markdown(real, generated)
     print(table)
     return table

@@ -128,3 +128,18 @@ def test_look_figures_recover_a_known_colour_fit_and_spread():
     assert figures["metal brightness spread"] == pytest.approx(23.5)
     assert figures["rubber objects"] == 0 and "rubber colour gain" not in figures
     assert figures["floor brightness"] == 130.0
+
+
+def test_look_reads_a_dataset_roots_val_split_or_a_split_folder(tmp_path):
+    from evals.calibrate_look import labeled_video_dirs
+    from tools.core.errors import UserError
+
+    for split, ids in (("train", (0, 1)), ("val", (2, 10, 3))):
+        for video_id in ids:
+            (tmp_path / split / f"video_{video_id}").mkdir(parents=True)
+            np.save(tmp_path / split / f"video_{video_id}" / "mask.npy", np.zeros((2, 4, 4), np.uint8))
+    (tmp_path / "val" / "video_11").mkdir()  # unlabeled: left out
+    assert [p.name for p in labeled_video_dirs(tmp_path, 10)] == ["video_2", "video_3", "video_10"]
+    assert [p.name for p in labeled_video_dirs(tmp_path / "train", 1)] == ["video_0"]
+    with pytest.raises(UserError, match="not a folder"):
+        labeled_video_dirs(tmp_path / "missing", 5)
