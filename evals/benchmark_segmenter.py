@@ -14,6 +14,10 @@ each `--minutes` point the EMA weights are scored on every frame of D's val spli
 With `--objects CONFIG`, an object classifier (`--exp objects`) is first trained for `--objects_minutes` CPU
 minutes, and every point also gets the rows of the instance vote with it (its minutes are added to the
 segmenter's in the "segmenter + classifier" column).
+A config with a learning-rate schedule (`train.lr_schedule`, tools/train/schedule.py) is instead trained afresh
+for each `--minutes` point as one run with `train.max_minutes` set to it, so its rate decays over exactly that
+budget (the minutes are then wall minutes of training; the CPU minutes are measured as before); the same holds
+for the object classifier.
 Writes benchmark.md / .json.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
@@ -51,15 +56,27 @@ def parse_variant(text: str) -> tuple[str, str, list[str]]:
     return name, config, overrides
 
 
-def train_chunk(name: str, config: str, overrides: list[str], args: argparse.Namespace, steps: int,
-                exp: str = "segment") -> None:
+def train_chunk(name: str, config: str, overrides: list[str], args: argparse.Namespace, steps: int | None,
+                exp: str = "segment", minutes: float | None = None) -> None:
+    """Train run bench_{name} to `steps` (resuming it), or a fresh one for `minutes` of training time."""
     import main
 
+    budget = [f"train.max_steps={steps}", "train.max_minutes=null"] if minutes is None else \
+        [f"train.max_minutes={minutes}"]
     argv = ["--exp", exp, "--id", f"bench_{name}", "--data", "CLEVRER", "--data_path", args.data_path,
-            "--results_dir", str(args.out), "--pretrain_config", config, "--config_mod",
-            f"train.max_steps={steps}", "train.max_minutes=null", *overrides]
+            "--results_dir", str(args.out), "--pretrain_config", config, "--config_mod", *budget, *overrides]
     if main.main(argv) != 0:
         raise SystemExit(f"training {name} failed; see the messages above")
+
+
+def has_schedule(config: str, overrides: list[str]) -> bool:
+    """Whether the config decays its learning rate over its budget (then a point is a run of its own)."""
+    from omegaconf import OmegaConf
+
+    from tools.train.schedule import LRSchedule
+
+    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(overrides))
+    return LRSchedule.from_config(cfg.train).active
 
 
 def train_objects(args: argparse.Namespace) -> tuple[Path, float]:
@@ -76,15 +93,22 @@ def train_objects(args: argparse.Namespace) -> tuple[Path, float]:
         ObjectCrops(args.data_path, splits, int(cfg.data.get("min_pixels") or 1), desc="cropping objects")
     args.crop_seconds = time.perf_counter() - start
     used_cpu, steps = 0.0, 0
-    while used_cpu / 120 < args.objects_minutes:
-        steps += args.chunk_steps
+    if has_schedule(config, overrides):  # one fresh run whose rate decays over the whole budget
+        shutil.rmtree(args.out / "objects_bench_objects_CLEVRER_42", ignore_errors=True)
         cpu = cpu_seconds()
-        train_chunk("objects", config, overrides, args, steps, exp="objects")
-        used_cpu += cpu_seconds() - cpu
+        train_chunk("objects", config, overrides, args, None, exp="objects", minutes=args.objects_minutes)
+        used_cpu = cpu_seconds() - cpu
+    else:
+        while used_cpu / 120 < args.objects_minutes:
+            steps += args.chunk_steps
+            cpu = cpu_seconds()
+            train_chunk("objects", config, overrides, args, steps, exp="objects")
+            used_cpu += cpu_seconds() - cpu
     return args.out / "objects_bench_objects_CLEVRER_42" / "model_last.pth", used_cpu / 120
 
 
 def evaluate(name: str, args: argparse.Namespace, with_vote: bool) -> dict[str, dict[str, float]]:
+    """The scores of run bench_{name}'s last weights on generated val and on the real videos."""
     from evals.segmenter_scores import score_segmenter
     from tools.predict.instance_vote import load_vote_judge
     from tools.predict.segmenter_io import load_segmenter
@@ -96,7 +120,10 @@ def evaluate(name: str, args: argparse.Namespace, with_vote: bool) -> dict[str, 
 
 
 def run_variant(name: str, config: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
-    """Train in chunks until the last --minutes point, scoring at each point; the curve as records."""
+    """Train in chunks until the last --minutes point, scoring at each point; the curve as records. A config
+    with a learning-rate schedule instead trains a fresh run per --minutes point, its rate decaying over it."""
+    if has_schedule(config, overrides) and not args.at_steps:
+        return [run_scheduled_point(name, config, overrides, args, minutes) for minutes in sorted(args.minutes)]
     points, records = sorted(args.at_steps or args.minutes), []
     used_cpu, used_wall, steps = 0.0, 0.0, 0
 
@@ -119,6 +146,25 @@ def run_variant(name: str, config: str, overrides: list[str], args: argparse.Nam
                         "load_average": load_average(), **scores})
         print(json.dumps(records[-1]), flush=True)
     return records
+
+
+def run_scheduled_point(name: str, config: str, overrides: list[str], args: argparse.Namespace,
+                        minutes: float) -> dict:
+    """Train a fresh run for `minutes` of training time (its schedule spans them) and score it; its record."""
+    from tools.core.checkpoint import load_checkpoint
+
+    point_name = f"{name}_{minutes:g}min"
+    shutil.rmtree(args.out / f"segment_bench_{point_name}_CLEVRER_42", ignore_errors=True)  # a point is one run
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    train_chunk(point_name, config, overrides, args, None, minutes=minutes)
+    used_cpu, used_wall = cpu_seconds() - cpu, time.perf_counter() - wall
+    steps = int(load_checkpoint(args.out / f"segment_bench_{point_name}_CLEVRER_42" / "model_last.pth")["step"])
+    scores = evaluate(point_name, args, with_vote=True)
+    record = {"variant": name, "steps": steps, "cpu_minutes_2core": used_cpu / 120,
+              "objects_cpu_minutes": args.objects_cpu_minutes, "wall_minutes": used_wall / 60,
+              "load_average": load_average(), **scores}
+    print(json.dumps(record), flush=True)
+    return record
 
 
 def warm_cache(config: str, overrides: list[str], args: argparse.Namespace) -> float:

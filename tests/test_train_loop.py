@@ -1,4 +1,7 @@
 """The generic loop: a resumed run continues from the saved step and matches an uninterrupted run."""
+import math
+
+import pytest
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import TensorDataset
@@ -8,7 +11,9 @@ from tools.core.distributed import DistContext
 from tools.data.loader import ResumableSampler, make_train_loader
 from tools.core.logger import RunLogger, read_stats
 from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, snapshot_name
+from tools.core.errors import UserError
 from tools.train.loop import seed_everything, train
+from tools.train.schedule import LRSchedule, training_progress
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -127,3 +132,73 @@ def test_time_budget_stops_early_and_marks_the_final_log(tmp_path):
     # Start at 0, deadline 60: the readings after steps 1, 2, 3 are 25, 50, 75; step 3 is past the deadline.
     assert step == 3 and calls == [(2, False), (3, True)]
     assert load_checkpoint(run_dir / LAST_CHECKPOINT)["step"] == 3, "a time-capped run saves where it stopped"
+
+
+def test_lr_schedule_factors_and_refusals():
+    cosine = LRSchedule("cosine", warmup_steps=4, final_fraction=0.1)
+    assert cosine.factor(0, 0.0) == pytest.approx(0.25)  # warmup: step 0 of 4
+    assert cosine.factor(3, 0.0) == pytest.approx(1.0)
+    assert cosine.factor(10, 0.5) == pytest.approx(0.55)
+    assert cosine.factor(10, 1.0) == pytest.approx(0.1) and cosine.factor(10, 7.0) == pytest.approx(0.1)
+    assert LRSchedule("linear").factor(5, 0.25) == pytest.approx(0.75)
+    assert not LRSchedule.from_config({}).active
+    with pytest.raises(UserError, match="train.lr_schedule"):
+        LRSchedule.from_config({"lr_schedule": "step"})
+    # The further of steps and training time sets progress; no time budget, steps alone.
+    assert training_progress(5, 10, 30.0, 1.0) == pytest.approx(0.5)
+    assert training_progress(1, 10, 45.0, 1.0) == pytest.approx(0.75)
+    assert training_progress(1, 10, 45.0, None) == pytest.approx(0.1)
+
+
+class CrashingTask(ToyTask):
+    """Fails on its `crash_at`-th step, like a killed run (the checkpoint before it survives)."""
+
+    def __init__(self, crash_at=None):
+        super().__init__()
+        self.crash_at = crash_at
+
+    def train_step(self, batch, step):
+        if step == self.crash_at:
+            raise KeyboardInterrupt
+        return super().train_step(batch, step)
+
+
+def _scheduled_run(tmp_path, run_id, crash_at=None, max_minutes=None, clock=None):
+    cfg = _cfg(tmp_path, 10, run_id)
+    cfg.train.lr_schedule, cfg.train.lr_warmup_steps, cfg.train.lr_final_fraction = "cosine", 2, 0.2
+    cfg.train.max_minutes = max_minutes
+    seed_everything(cfg.run.seed)
+    task, run_dir = CrashingTask(crash_at), prepare_run_dir(cfg, CPU)
+    data = _dataset()
+    extra = {"clock": clock} if clock else {}
+    try:
+        train(task, lambda start: make_train_loader(data, 4, cfg.run.seed, CPU, start), cfg, run_dir, CPU,
+              RunLogger(run_dir), **extra)
+    except KeyboardInterrupt:
+        pass
+    return task, run_dir
+
+
+def test_cosine_schedule_resumes_exactly_and_ends_at_its_final_rate(tmp_path):
+    straight, run_dir = _scheduled_run(tmp_path, "straight")
+    # The last step ran at progress 9/10 of a cosine from 1 down to the final fraction 0.2 (x lr 0.05).
+    expected = 0.05 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * 0.9)))
+    assert straight.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert read_stats(run_dir)[0]["lr"] == pytest.approx(0.05 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * 0.1))))
+
+    _scheduled_run(tmp_path, "split", crash_at=7)  # checkpoints at steps 3 and 6 (ckpt_every=3)
+    assert load_checkpoint(tmp_path / "toy_split_T_5" / LAST_CHECKPOINT)["step"] == 6
+    resumed, _ = _scheduled_run(tmp_path, "split")  # the rates come from the config, not the saved optimizer
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_time_budget_schedule_counts_training_time_across_resumes(tmp_path):
+    ticks = iter(range(0, 10_000, 10))  # 10 seconds pass at every reading of the clock
+    _scheduled_run(tmp_path, "timed", max_minutes=1.0, clock=lambda: next(ticks))
+    state = load_checkpoint(tmp_path / "toy_timed_T_5" / LAST_CHECKPOINT)
+    assert 0 < state["step"] < 10 and state["trained_seconds"] >= 60
+    # Resumed past its budget: the run goes on at the final rate.
+    ticks = iter(range(0, 10_000, 10))
+    resumed, _ = _scheduled_run(tmp_path, "timed", max_minutes=1.0, clock=lambda: next(ticks))
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.2)

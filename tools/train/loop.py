@@ -30,6 +30,8 @@ from tools.core.logger import RunLogger
 from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, snapshot_name
 from tools.data.loader import make_train_loader
 from tools.data.stage import require_data_path
+from tools.train.schedule import (LRSchedule, base_learning_rates, set_learning_rates, task_optimizers,
+                                  training_progress)
 
 
 class TrainTask(Protocol):
@@ -141,23 +143,25 @@ def _gather_rng_states(ctx: DistContext) -> list[dict[str, Any]]:
 
 
 def save_training_state(task: TrainTask, step: int, cfg: DictConfig, run_dir: Path, ctx: DistContext,
-                        snapshot: bool = False) -> None:
-    """Write model_last.pth (and a numbered snapshot) from rank 0; all ranks contribute RNG states."""
+                        snapshot: bool = False, trained_seconds: float = 0.0) -> None:
+    """Write model_last.pth (and a numbered snapshot) from rank 0; all ranks contribute RNG states.
+    trained_seconds: training time over all invocations so far (a time-budgeted schedule resumes from it)."""
     rng_states = _gather_rng_states(ctx)
     if ctx.is_main:
         state = dict(task.state_dict(), step=step, rng=rng_states, world_size=ctx.world_size,
-                     config=to_plain(cfg))
+                     config=to_plain(cfg), trained_seconds=float(trained_seconds))
         save_checkpoint(state, run_dir / LAST_CHECKPOINT)
         if snapshot:
             save_checkpoint(state, run_dir / snapshot_name(step))
     barrier(ctx)
 
 
-def resume_if_possible(task: TrainTask, cfg: DictConfig, run_dir: Path, ctx: DistContext) -> int:
-    """Load model_last.pth when the run folder has one; returns the step to continue from."""
+def resume_if_possible(task: TrainTask, cfg: DictConfig, run_dir: Path, ctx: DistContext) -> tuple[int, float]:
+    """Load model_last.pth when the run folder has one; returns the step to continue from and the seconds
+    trained so far."""
     path = run_dir / LAST_CHECKPOINT
     if not path.exists():
-        return 0
+        return 0, 0.0
     state = load_checkpoint(path, map_location=ctx.device)
     check_config_matches(state.get("config", {}), to_plain(cfg), "model", path)
     task.load_state_dict(state)
@@ -168,7 +172,7 @@ def resume_if_possible(task: TrainTask, cfg: DictConfig, run_dir: Path, ctx: Dis
         seed_everything(int(cfg.run.seed) + int(state["step"]), ctx.rank)
     if ctx.is_main:
         print(f"resuming {run_dir} from step {state['step']}")
-    return int(state["step"])
+    return int(state["step"]), float(state.get("trained_seconds", 0.0))
 
 
 @contextlib.contextmanager
@@ -183,7 +187,7 @@ def isolated_rng() -> Iterator[None]:
 
 
 def next_batch(batches: Iterator[Any], task: TrainTask, step: int, start: int, cfg: DictConfig, run_dir: Path,
-               ctx: DistContext) -> Any:
+               ctx: DistContext, trained_seconds: Callable[[], float] = lambda: 0.0) -> Any:
     """The next batch; a data error (e.g. a damaged PNG) first saves the steps trained since the checkpoint."""
     before = capture_rng_state()
     try:
@@ -193,7 +197,7 @@ def next_batch(batches: Iterator[Any], task: TrainTask, step: int, start: int, c
         if ctx.distributed or step == start:  # other ranks cannot join a save now; nothing new to save
             raise UserError(message) from None
         restore_rng_state(before)  # the state an uninterrupted run has at this step
-        save_training_state(task, step, cfg, run_dir, ctx)
+        save_training_state(task, step, cfg, run_dir, ctx, trained_seconds=trained_seconds())
         raise UserError(f"{message} (training stopped at step {step} and saved it in {run_dir / LAST_CHECKPOINT}; "
                         f"re-run the same command after the fix to continue)") from None
 
@@ -216,9 +220,13 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
     make_batches(start_step) must return an endless iterator positioned at start_step.
     on_log(step, final) may return extra validation scalars (final: the last log step of this run, also when
     train.max_minutes stops it early); on_images(step) writes sample grids. Both run with isolated RNG state.
+    The learning rate follows `train.lr_schedule` (tools/train/schedule.py) over the same budget.
     """
     tcfg = cfg.train
-    start = resume_if_possible(task, cfg, run_dir, ctx)
+    schedule = LRSchedule.from_config(tcfg)
+    optimizers = task_optimizers(task)
+    base_rates = base_learning_rates(optimizers)  # as configured, before a resume loads scaled ones
+    start, trained_before = resume_if_possible(task, cfg, run_dir, ctx)
     max_steps = int(tcfg.max_steps)
     if start >= max_steps:
         if ctx.is_main:
@@ -226,14 +234,22 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
                   f"raise train.max_steps with --config_mod to continue")
         return start
     logger.resume_at(start)
-    deadline = clock() + 60 * float(tcfg.get("max_minutes") or math.inf)
+    started = clock()
+    deadline = started + 60 * float(tcfg.get("max_minutes") or math.inf)
+
+    def trained_seconds() -> float:
+        return trained_before + clock() - started
+
     batches = iter(make_batches(start))
     sums: dict[str, float] = defaultdict(float)
     count, step = 0, start
     bar = tqdm(total=max_steps, initial=start, disable=not ctx.is_main, desc=run_dir.name, dynamic_ncols=True)
     tick = time.perf_counter()
     while step < max_steps:
-        logs = task.train_step(next_batch(batches, task, step, start, cfg, run_dir, ctx), step)
+        if schedule.active:
+            progress = training_progress(step, max_steps, trained_seconds(), tcfg.get("max_minutes"))
+            set_learning_rates(optimizers, base_rates, _agree_value(schedule.factor(step, progress), ctx))
+        logs = task.train_step(next_batch(batches, task, step, start, cfg, run_dir, ctx, trained_seconds), step)
         step += 1
         for key, value in logs.items():
             sums[key] += float(value)
@@ -245,6 +261,8 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
             means["sec_per_step"] = (time.perf_counter() - tick) / count
             if ctx.device.type == "cuda":
                 means["peak_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
+            if schedule.active and optimizers:
+                means["lr"] = float(optimizers[0].param_groups[0]["lr"])
             logger.log_scalars(step, means)
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]})
             with isolated_rng():
@@ -259,7 +277,7 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
                     on_images(step)
         snapshot = int(tcfg.get("snapshot_every", 0)) > 0 and step % int(tcfg.snapshot_every) == 0
         if step % int(tcfg.ckpt_every) == 0 or snapshot or step == max_steps or out_of_time:
-            save_training_state(task, step, cfg, run_dir, ctx, snapshot=snapshot)
+            save_training_state(task, step, cfg, run_dir, ctx, snapshot=snapshot, trained_seconds=trained_seconds())
         if out_of_time:
             if ctx.is_main:
                 print(f"stopping at step {step}: train.max_minutes={tcfg.max_minutes} reached "
@@ -268,6 +286,15 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
     bar.close()
     logger.flush()
     return step
+
+
+def _agree_value(value: float, ctx: DistContext) -> float:
+    """Rank 0's value on every rank (a rate from each rank's own clock would let DDP replicas drift apart)."""
+    if not ctx.distributed:
+        return value
+    tensor = torch.tensor([value], device=ctx.device, dtype=torch.float64)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
 
 
 def _agree(flag: bool, ctx: DistContext) -> bool:
