@@ -138,3 +138,24 @@ def test_a_contact_edge_cuts_touching_objects_of_one_colour_apart():
     sliver[4:14, 20] = 0.9  # would cut off a 30-pixel sliver: pieces under min_piece stay joined
     labels = frame_components(scores[0].log_softmax(0).numpy(), edge=sliver.numpy(), min_piece=40)
     assert labels.max() == 1
+
+
+def test_with_an_edge_map_a_wavering_colour_stays_one_object_and_edges_split_touching_objects():
+    scores = _scores()
+    # One red cube whose colour wavers: a stripe where blue cube wins. Split by colour it would be two
+    # components, and the stripe would take some other class.
+    _paint(scores, 0, slice(4, 14), slice(4, 14), {RED_CUBE: 0.0, BLUE_CUBE: -1.0})
+    scores[0, BLUE_CUBE, 8:10, 4:14], scores[0, RED_CUBE, 8:10, 4:14] = 0.0, -0.5
+    no_edges = torch.zeros(H, W)
+    assert instance_vote(scores[0], edges=no_edges)[4:14, 4:14].unique().tolist() == [RED_CUBE]
+    # Without an edge map, split by colour: above, stripe and below each take a class of their own.
+    assert len(instance_vote(scores[0])[4:14, 4:14].unique()) == 3
+    # Touching objects of two colours: with an edge map, the edge (not the colour) keeps them apart.
+    touching = _scores()
+    _paint(touching, 0, slice(4, 12), slice(4, 12), {RED_CUBE: 0.0})
+    _paint(touching, 0, slice(4, 12), slice(12, 20), {BLUE_CUBE: 0.0})
+    assert len(instance_vote(touching[0], edges=no_edges)[4:12, 4:20].unique()) == 1
+    edge = no_edges.clone()
+    edge[4:12, 11:13] = 0.9
+    apart = instance_vote(touching[0], edges=edge)
+    assert apart[4:12, 4:11].unique().tolist() == [RED_CUBE] and apart[4:12, 13:20].unique().tolist() == [BLUE_CUBE]
