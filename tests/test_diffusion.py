@@ -155,6 +155,18 @@ def test_ema_follows_the_closed_form_average():
     assert model.weight.item() == pytest.approx(0.271)
 
 
+def test_ema_averages_norm_statistics_and_copies_counters():
+    model = nn.BatchNorm1d(1)
+    ema = EMA(model, decay=0.9)  # its statistics start at the model's: mean 0
+    for _ in range(3):
+        with torch.no_grad():
+            model.running_mean.fill_(1.0)
+            model.num_batches_tracked += 1
+        ema.update(model)
+    assert ema.buffers["running_mean"].item() == pytest.approx(1 - 0.9**3)
+    assert ema.buffers["num_batches_tracked"].item() == 3 and ema.buffers["num_batches_tracked"].dtype == torch.long
+
+
 def test_ema_warmup_and_state_round_trip_through_a_wrapper():
     model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
     ema = EMA(model, decay=0.999, warmup=True)
