@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tools.core.config import apply_overrides, load_yaml
 from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
-from tools.core.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir, run_dir_for
+from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, run_dir_for
 
 ROUTES = ("slots", "grid")
 
@@ -97,12 +97,14 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     if not has_dataset(data_path):
         run_step("generate", step_config(cfg, "generate"), ctx, timings)
     segment = run_step("segment", step_config(cfg, "segment"), ctx, timings)
-    segmenter = _best_checkpoint(run_dir_for(segment.run))
+    # The last weights, not the best on val: the report scores those same val videos, so picking the checkpoint
+    # on them would flatter it; the segmenter's rate decays to its end and both average their weights.
+    segmenter = run_dir_for(segment.run) / LAST_CHECKPOINT
     steps = {"segment": segment}
     classifier = None
     if route == "slots" and cfg.pipeline.get("objects") and cfg.pipeline.objects.get("enabled", True):
         steps["objects"] = run_step("objects", step_config(cfg, "objects"), ctx, timings)
-        classifier = _best_checkpoint(run_dir_for(steps["objects"].run))
+        classifier = run_dir_for(steps["objects"].run) / LAST_CHECKPOINT
     trained = (train_slot_route if route == "slots" else train_grid_route)(cfg, ctx, timings)
     vote_keys = {"object_classifier": str(classifier)} if classifier else {}
     predicted = {"model": predict_step(cfg, ctx, timings, trained["ddpm"], segmenter, **vote_keys)}
@@ -121,8 +123,3 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
                               {**steps, **trained}, timings, route, classifier)
         print(f"\npipeline finished in {timings['total'] / 60:.1f} min; report: {report}")
     return 0
-
-
-def _best_checkpoint(run_dir: Path) -> Path:
-    best = run_dir / BEST_CHECKPOINT
-    return best if best.exists() else run_dir / LAST_CHECKPOINT
