@@ -61,7 +61,7 @@ def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_
         assert (tmp_path / "results" / f"{stage}_pipeline_main_CLEVRER_42").is_dir()
     if route == "slots":  # the prediction used the object classifier the pipeline trained
         meta = json.loads((tmp_path / "results" / "predict_pipeline_main_CLEVRER_42" / "meta.json").read_text())
-        assert meta["object_classifier"].endswith("objects_pipeline_main_CLEVRER_42/model_best.pth")
+        assert meta["object_classifier"].endswith("objects_pipeline_main_CLEVRER_42/model_last.pth")
     assert main.main(args) == 0, "a re-run resumes every finished stage and rewrites the report"
 
 
