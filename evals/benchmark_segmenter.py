@@ -69,25 +69,37 @@ def train_chunk(name: str, config: str, overrides: list[str], args: argparse.Nam
         raise SystemExit(f"training {name} failed; see the messages above")
 
 
-def has_schedule(config: str, overrides: list[str]) -> bool:
-    """Whether the config decays its learning rate over its budget (then a point is a run of its own)."""
+def variant_config(config: str, overrides: list[str]):
+    """The config file with the variant's key=value overrides applied."""
     from omegaconf import OmegaConf
 
+    return OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(overrides))
+
+
+def has_schedule(config: str, overrides: list[str]) -> bool:
+    """Whether the config decays its learning rate over its budget (then a point is a run of its own)."""
     from tools.train.schedule import LRSchedule
 
-    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(overrides))
-    return LRSchedule.from_config(cfg.train).active
+    return LRSchedule.from_config(variant_config(config, overrides).train).active
+
+
+def point_record(name: str, steps: int, used_cpu: float, used_wall: float, scores: dict,
+                 args: argparse.Namespace) -> dict:
+    """One point of a variant's curve (printed as it is made): its budget, its load and its scores."""
+    record = {"variant": name, "steps": steps, "cpu_minutes_2core": used_cpu / 120,
+              "objects_cpu_minutes": args.objects_cpu_minutes, "wall_minutes": used_wall / 60,
+              "load_average": load_average(), **scores}
+    print(json.dumps(record), flush=True)
+    return record
 
 
 def train_objects(args: argparse.Namespace) -> tuple[Path, float]:
     """Train the object classifier (`--objects`) on D's train split in chunks until --objects_minutes CPU
     minutes; its last checkpoint and the CPU minutes it took. Cropping the objects is done before timing."""
-    from omegaconf import OmegaConf
-
     from tools.data.object_crops import ObjectCrops
 
     _, config, overrides = parse_variant(f"objects={args.objects}")
-    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(overrides))
+    cfg = variant_config(config, overrides)
     start = time.perf_counter()
     for splits in (list(cfg.data.train_splits), [cfg.data.val_split]):
         ObjectCrops(args.data_path, splits, int(cfg.data.get("min_pixels") or 1), desc="cropping objects")
@@ -141,10 +153,7 @@ def run_variant(name: str, config: str, overrides: list[str], args: argparse.Nam
         while points and progress() >= points[0]:
             points.pop(0)
         scores = evaluate(name, args, with_vote=not points or args.classifier is not None)
-        records.append({"variant": name, "steps": steps, "cpu_minutes_2core": used_cpu / 120,
-                        "objects_cpu_minutes": args.objects_cpu_minutes, "wall_minutes": used_wall / 60,
-                        "load_average": load_average(), **scores})
-        print(json.dumps(records[-1]), flush=True)
+        records.append(point_record(name, steps, used_cpu, used_wall, scores, args))
     return records
 
 
@@ -159,21 +168,14 @@ def run_scheduled_point(name: str, config: str, overrides: list[str], args: argp
     train_chunk(point_name, config, overrides, args, None, minutes=minutes)
     used_cpu, used_wall = cpu_seconds() - cpu, time.perf_counter() - wall
     steps = int(load_checkpoint(args.out / f"segment_bench_{point_name}_CLEVRER_42" / "model_last.pth")["step"])
-    scores = evaluate(point_name, args, with_vote=True)
-    record = {"variant": name, "steps": steps, "cpu_minutes_2core": used_cpu / 120,
-              "objects_cpu_minutes": args.objects_cpu_minutes, "wall_minutes": used_wall / 60,
-              "load_average": load_average(), **scores}
-    print(json.dumps(record), flush=True)
-    return record
+    return point_record(name, steps, used_cpu, used_wall, evaluate(point_name, args, with_vote=True), args)
 
 
 def warm_cache(config: str, overrides: list[str], args: argparse.Namespace) -> float:
     """Decode the training frames once (kept in memory for every chunk); returns the seconds it took."""
-    from omegaconf import OmegaConf
-
     from tools.data.frames import LabeledFrames
 
-    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(overrides))
+    cfg = variant_config(config, overrides)
     start = time.perf_counter()
     LabeledFrames(args.data_path, list(cfg.data.train_splits), (int(cfg.data.height), int(cfg.data.width)),
                   cache=bool(cfg.data.get("cache")), max_videos=cfg.data.get("max_train_videos"))

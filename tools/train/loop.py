@@ -240,6 +240,12 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
     def trained_seconds() -> float:
         return trained_before + clock() - started
 
+    def scheduled_progress(step: int) -> float:
+        if not tcfg.get("max_minutes"):  # steps alone: the same on every rank, no collective needed
+            return training_progress(step, max_steps, 0.0, None)
+        # Rank 0's clock for all ranks: a rate from each rank's own clock would let DDP replicas drift apart.
+        return _agree_value(training_progress(step, max_steps, trained_seconds(), tcfg.max_minutes), ctx)
+
     batches = iter(make_batches(start))
     sums: dict[str, float] = defaultdict(float)
     count, step = 0, start
@@ -247,8 +253,7 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
     tick = time.perf_counter()
     while step < max_steps:
         if schedule.active:
-            progress = training_progress(step, max_steps, trained_seconds(), tcfg.get("max_minutes"))
-            set_learning_rates(optimizers, base_rates, _agree_value(schedule.factor(step, progress), ctx))
+            set_learning_rates(optimizers, base_rates, schedule.factor(step, scheduled_progress(step)))
         logs = task.train_step(next_batch(batches, task, step, start, cfg, run_dir, ctx, trained_seconds), step)
         step += 1
         for key, value in logs.items():
@@ -289,7 +294,7 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
 
 
 def _agree_value(value: float, ctx: DistContext) -> float:
-    """Rank 0's value on every rank (a rate from each rank's own clock would let DDP replicas drift apart)."""
+    """Rank 0's value on every rank."""
     if not ctx.distributed:
         return value
     tensor = torch.tensor([value], device=ctx.device, dtype=torch.float64)
