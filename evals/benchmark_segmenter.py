@@ -18,6 +18,10 @@ A config with a learning-rate schedule (`train.lr_schedule`, tools/train/schedul
 for each `--minutes` point as one run with `train.max_minutes` set to it, so its rate decays over exactly that
 budget (the minutes are then wall minutes of training; the CPU minutes are measured as before); the same holds
 for the object classifier.
+Generated val is D's val split, or `--val_path`'s (its first `--val_videos` labeled videos): a bar such as 0.85
+per frame needs more videos than a training set's small val split holds. The segmenter's scores come back to
+the frames' resolution by `--upsample` (guided: the guided filter, models/guided_filter.py; bilinear); a second
+mode scores the same weights again and gets a table of its own.
 Writes benchmark.md / .json.
 """
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch  # noqa: E402
 
 PER_FRAME = "per_frame"
 OBJECTS_ROW = "per_frame_vote_objects"
+UPSAMPLING_ROWS = (PER_FRAME, "per_frame_vote_video", OBJECTS_ROW)
 
 
 def cpu_seconds() -> float:
@@ -127,8 +132,18 @@ def evaluate(name: str, args: argparse.Namespace, with_vote: bool) -> dict[str, 
 
     model = load_segmenter(args.out / f"segment_bench_{name}_CLEVRER_42" / "model_last.pth")
     judge = load_vote_judge({"object_classifier": str(args.classifier) if args.classifier else None})
-    return {split_name: score_segmenter(model, root, split, vote=with_vote, progress=False, judge=judge)
-            for split_name, root, split in (("generated_val", args.data_path, "val"), ("real", args.real_path, "train"))}
+    splits = (("generated_val", args.val_path, "val", args.val_ids), ("real", args.real_path, "train", None))
+    scores: dict = {}
+    for mode in args.upsample:
+        model.upsample = mode
+        by_split = {split_name: score_segmenter(model, root, split, video_ids, vote=with_vote, progress=False,
+                                                judge=judge)
+                    for split_name, root, split, video_ids in splits}
+        if not scores:
+            scores.update(by_split)  # the first mode's scores are the record's own
+        else:
+            scores.setdefault("upsampling", {})[mode] = by_split
+    return scores
 
 
 def run_variant(name: str, config: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
@@ -182,11 +197,24 @@ def warm_cache(config: str, overrides: list[str], args: argparse.Namespace) -> f
     return time.perf_counter() - start
 
 
-def markdown(records: list[dict], cache_seconds: dict[str, float]) -> str:
+def val_video_ids(args: argparse.Namespace) -> list[int]:
+    """Ids of the generated val videos scored: the first --val_videos labeled ones of <val_path>/val."""
+    from tools.data.clevrer import list_videos
+
+    ids = [entry.id for entry in list_videos(args.val_path, "val") if entry.has_mask]
+    if not ids:
+        raise SystemExit(f"--val_path {args.val_path}: no labeled videos in its val/ split; generate some with "
+                         f"`python main.py --exp generate` or point --val_path at a dataset that has them")
+    return ids[:args.val_videos] if args.val_videos else ids
+
+
+def markdown(records: list[dict], cache_seconds: dict[str, float], args: argparse.Namespace) -> str:
     from evals.segmenter_scores import FACTOR_LABELS, ROW_LABELS
 
     lines = ["# Segmenter benchmark", "",
-             "CPU minutes = process CPU time / 2 (two fully used cores); trained on generated data only.", "",
+             "CPU minutes = process CPU time / 2 (two fully used cores); trained on generated data only.",
+             f"Generated val: {len(args.val_ids)} videos of {args.val_path}/val; real: every labeled video of "
+             f"{args.real_path}/train. Scores upsampled by {args.upsample[0]}.", "",
              "| variant | steps | CPU min | wall min | load avg | gen val per-frame | real per-frame |",
              "|---|---|---|---|---|---|---|"]
     for r in records:
@@ -217,6 +245,17 @@ def markdown(records: list[dict], cache_seconds: dict[str, float]) -> str:
         cells = [f"{r['generated_val'].get(k, float('nan')):.3f} / {r['real'].get(k, float('nan')):.3f}"
                  for k in FACTOR_LABELS]
         lines.append(f"| {r['variant']} | {r['steps']} | " + " | ".join(cells) + " |")
+    for mode in args.upsample[1:]:
+        lines += ["", f"The same weights with the scores upsampled by {mode}, generated val / real:", "",
+                  "| variant | steps | " + " | ".join(ROW_LABELS[k] for k in UPSAMPLING_ROWS) + " | objectness IoU |",
+                  "|---|---|" + "---|" * (len(UPSAMPLING_ROWS) + 1)]
+        for r in records:
+            other = r.get("upsampling", {}).get(mode)
+            if other is None:
+                continue
+            cells = [f"{other['generated_val'].get(k, float('nan')):.3f} / {other['real'].get(k, float('nan')):.3f}"
+                     for k in (*UPSAMPLING_ROWS, "objectness_iou")]
+            lines.append(f"| {r['variant']} | {r['steps']} | " + " | ".join(cells) + " |")
     lines += ["", "Frame decoding into memory (once, not in CPU minutes): " +
               ", ".join(f"{k} {v:.0f} s" for k, v in cache_seconds.items())]
     return "\n".join(lines) + "\n"
@@ -224,7 +263,11 @@ def markdown(records: list[dict], cache_seconds: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_path", required=True, help="generated dataset with train/ and val/")
+    parser.add_argument("--data_path", required=True, help="generated dataset with train/ (and val/)")
+    parser.add_argument("--val_path", help="generated dataset whose val/ split is scored (default: --data_path)")
+    parser.add_argument("--val_videos", type=int, help="score the first N labeled val videos (default: all)")
+    parser.add_argument("--upsample", nargs="+", choices=("guided", "bilinear"), default=["guided"],
+                        help="how the scores return to full resolution; a second mode is scored as a comparison")
     parser.add_argument("--real_path", default="../shared/data/real_samples", help="real videos in <path>/train")
     parser.add_argument("--variant", action="append", required=True, help="name=config.yaml[:key=value...]")
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10, 15], help="CPU-minute points")
@@ -237,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects_minutes", type=float, default=3.5, help="CPU minutes for --objects")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    args.val_path = args.val_path or args.data_path
+    args.val_ids = val_video_ids(args)
     args.out.mkdir(parents=True, exist_ok=True)
     records, cache_seconds = [], {}
     args.classifier, args.objects_cpu_minutes = None, None
@@ -247,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_seconds[name] = warm_cache(config, overrides, args)
         records += run_variant(name, config, overrides, args)
         (args.out / "benchmark.json").write_text(json.dumps(records, indent=2))
-        (args.out / "benchmark.md").write_text(markdown(records, cache_seconds))
+        (args.out / "benchmark.md").write_text(markdown(records, cache_seconds, args))
     print((args.out / "benchmark.md").read_text())
     return 0
 

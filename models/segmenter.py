@@ -18,6 +18,10 @@ Two output heads (`model.head`):
 objects (tools/train/seg_losses.boundary_targets). Two touching objects of one colour are one colour region;
 the instance vote cuts such regions along this edge (tools/predict/instance_vote.py). `Segmenter.segment` keeps
 returning class scores only; `segment_with_boundary` also returns the edge probability.
+
+Run at a reduced `size` (the CPU config trains at 80x120), the scores are brought back to the frame's resolution
+bilinearly and then, with `upsample = "guided"` (the default; `model.upsample`), the foreground probability is
+guided-filtered by the full-resolution frame so that outlines follow the frame's edges (models/guided_filter.py).
 """
 from __future__ import annotations
 
@@ -28,10 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import ModelConfigError
+from models.guided_filter import GUIDED_EPS, GUIDED_RADIUS, refine_foreground
 
 
 ARCHITECTURES = ("unet", "unetplusplus")
 HEADS = ("flat", "factorised")
+UPSAMPLING = ("guided", "bilinear")
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 # ImageNet statistics: the convention smp encoders (and any local ResNet weights) were built around.
 _MEAN = (0.485, 0.456, 0.406)
@@ -65,6 +71,11 @@ class Segmenter(nn.Module):
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         # The (H, W) the network was trained at; load_segmenter fills it from the checkpoint's config.
         self.trained_size: tuple[int, int] | None = None
+        # How scores computed at a reduced size return to the frame's resolution (an inference choice: plain
+        # attributes, so a loaded model can be switched, e.g. by evals/benchmark_segmenter.py --upsample).
+        self.upsample = "guided"
+        self.guided_radius = GUIDED_RADIUS
+        self.guided_eps = GUIDED_EPS
 
     def forward(self, rgb: torch.Tensor, with_factors: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -106,7 +117,9 @@ class Segmenter(nn.Module):
                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`segment`'s class scores and the contact-edge probability [N, H, W] (None without `boundary`),
         both at the input's resolution, with the same tta and size."""
-        out_size = tuple(rgb.shape[-2:])
+        if self.upsample not in UPSAMPLING:
+            raise ModelConfigError(f"model.upsample={self.upsample!r} is unknown; use one of {UPSAMPLING}")
+        frames, out_size = rgb, tuple(rgb.shape[-2:])
         if size is not None and tuple(size) != out_size:
             rgb = F.interpolate(rgb, size=tuple(size), mode="bilinear", antialias=True,
                                 align_corners=False).clamp(0.0, 1.0)
@@ -125,6 +138,8 @@ class Segmenter(nn.Module):
             edge = edge.float().sigmoid() if edge is not None else None
         if tuple(scores.shape[-2:]) != out_size:
             scores = F.interpolate(scores.float(), size=out_size, mode="bilinear", align_corners=False)
+            if self.upsample == "guided":
+                scores = refine_foreground(scores, frames.float(), self.guided_radius, self.guided_eps)
             if edge is not None:
                 edge = F.interpolate(edge, size=out_size, mode="bilinear", align_corners=False)
         return scores, (edge[:, 0] if edge is not None else None)
@@ -216,13 +231,20 @@ def _drop_unused_resnet_stages(encoder: nn.Module, depth: int) -> None:
 
 
 def build_segmenter(model_cfg: Mapping[str, Any], class_factors: Sequence[Sequence[int]] | None = None) -> Segmenter:
-    """A Segmenter from a config's `model` section (arch, encoder, encoder_weights, ..., classes, head, boundary).
+    """A Segmenter from a config's `model` section (arch, encoder, encoder_weights, ..., classes, head, boundary,
+    upsample, guided_radius, guided_eps).
 
     class_factors: the (shape, material, colour) of every object class, needed by `head: factorised`."""
-    return Segmenter(arch=model_cfg.get("arch", "unet"), encoder=model_cfg.get("encoder", "resnet18"),
-                     classes=int(model_cfg.get("classes", 49)),
-                     encoder_weights=model_cfg.get("encoder_weights"),
-                     encoder_depth=int(model_cfg.get("encoder_depth", 5)),
-                     decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS),
-                     head=str(model_cfg.get("head") or "flat"), class_factors=class_factors,
-                     boundary=bool(model_cfg.get("boundary", False)))
+    segmenter = Segmenter(arch=model_cfg.get("arch", "unet"), encoder=model_cfg.get("encoder", "resnet18"),
+                          classes=int(model_cfg.get("classes", 49)),
+                          encoder_weights=model_cfg.get("encoder_weights"),
+                          encoder_depth=int(model_cfg.get("encoder_depth", 5)),
+                          decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS),
+                          head=str(model_cfg.get("head") or "flat"), class_factors=class_factors,
+                          boundary=bool(model_cfg.get("boundary", False)))
+    segmenter.upsample = str(model_cfg.get("upsample") or "guided")
+    segmenter.guided_radius = int(model_cfg.get("guided_radius", GUIDED_RADIUS))
+    segmenter.guided_eps = float(model_cfg.get("guided_eps", GUIDED_EPS))
+    if segmenter.upsample not in UPSAMPLING:
+        raise ModelConfigError(f"model.upsample={segmenter.upsample!r} is unknown; use one of {UPSAMPLING}")
+    return segmenter
