@@ -21,7 +21,7 @@ from tools.core.errors import UserError
 from tools.core.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir
 from tools.data.clevrer import ClevrerDataset, read_frames
 from tools.data.stage import require_data_path
-from tools.predict.instance_vote import instance_vote
+from tools.predict.instance_vote import edge_cut, instance_vote, vote_edge_threshold
 from tools.predict.segmenter_io import load_segmenter
 
 PSEUDO_LABEL_DIR = "pseudo_labels"
@@ -38,16 +38,24 @@ def default_pseudo_label_checkpoint(run_dir: Path) -> Path:
 
 @torch.no_grad()
 def predict_video_masks(model: Segmenter, frames: torch.Tensor, ctx: DistContext, amp: str | None,
-                        tta: bool, chunk: int, vote_min_pixels: int | None = None) -> np.ndarray:
+                        tta: bool, chunk: int, vote_min_pixels: int | None = None,
+                        edge_threshold: float | None = None) -> np.ndarray:
     """uint8 [T, H, W] class ids of float frames [T, 3, H, W], segmented `chunk` frames at a time; with
-    vote_min_pixels, one class per object over the whole video (tools/predict/instance_vote.py)."""
+    vote_min_pixels, one class per object over the whole video (tools/predict/instance_vote.py), regions cut
+    along a segmenter's contact edges at edge_threshold (None: no cut), as prediction does."""
     with autocast(ctx, amp):
         if vote_min_pixels is None:
             return model.masks(frames, tta=tta, batch_size=chunk).numpy()
         device = next(model.parameters()).device
-        scores = torch.cat([model.segment(frames[i:i + chunk].to(device), tta=tta, size=model.trained_size)
-                            .float().log_softmax(1).cpu() for i in range(0, len(frames), max(1, chunk))])
-    return instance_vote(scores, link_frames=True, min_pixels=vote_min_pixels).numpy()
+        scores, edges = [], []
+        for i in range(0, len(frames), max(1, chunk)):
+            chunk_scores, chunk_edges = model.segment_with_boundary(frames[i:i + chunk].to(device), tta=tta,
+                                                                    size=model.trained_size)
+            scores.append(chunk_scores.float().log_softmax(1).cpu())
+            edges.append(None if chunk_edges is None else chunk_edges.float().cpu())
+    edge_map = None if edges[0] is None else torch.cat(edges)
+    return instance_vote(torch.cat(scores), link_frames=True, min_pixels=vote_min_pixels,
+                         **edge_cut(edge_map, edge_threshold)).numpy()
 
 
 def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
@@ -69,12 +77,16 @@ def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:
     tta = bool(cfg.train.get("tta"))
     chunk = int(cfg.pseudo_label.get("batch_frames") or 22)
     vote = int(cfg.pseudo_label.get("vote_min_pixels") or 1) if cfg.pseudo_label.get("instance_vote") else None
+    edge_threshold = vote_edge_threshold(cfg.pseudo_label)
     for entry in tqdm(todo, disable=not ctx.is_main, desc="pseudo-labels", dynamic_ncols=True):
-        masks = predict_video_masks(model, read_frames(entry.path), ctx, cfg.train.get("amp"), tta, chunk, vote)
+        masks = predict_video_masks(model, read_frames(entry.path), ctx, cfg.train.get("amp"), tta, chunk, vote,
+                                    edge_threshold)
         save_npy_atomic(out_root / f"video_{entry.id}" / "mask.npy", masks)
     barrier(ctx)
     if ctx.is_main:
         info = {"checkpoint": str(checkpoint), "data_path": str(root), "split": split, "videos": len(entries),
-                "tta": tta, "instance_vote": vote is not None, "format": "video_<id>/mask.npy: uint8 (frames, H, W) class ids 0..48"}
+                "tta": tta, "instance_vote": vote is not None,
+                "vote_edge_threshold": edge_threshold if vote is not None else None,
+                "format": "video_<id>/mask.npy: uint8 (frames, H, W) class ids 0..48"}
         write_text_atomic(out_root / "info.json", json.dumps(info, indent=2))
     return 0
