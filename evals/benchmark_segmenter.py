@@ -199,9 +199,13 @@ def warm_cache(config: str, overrides: list[str], args: argparse.Namespace) -> f
 
 def val_video_ids(args: argparse.Namespace) -> list[int]:
     """Ids of the generated val videos scored: the first --val_videos labeled ones of <val_path>/val."""
+    from tools.core.errors import UserError
     from tools.data.clevrer import list_videos
 
-    ids = [entry.id for entry in list_videos(args.val_path, "val") if entry.has_mask]
+    try:
+        ids = [entry.id for entry in list_videos(args.val_path, "val") if entry.has_mask]
+    except UserError as error:
+        raise SystemExit(f"--val_path: {error}") from None
     if not ids:
         raise SystemExit(f"--val_path {args.val_path}: no labeled videos in its val/ split; generate some with "
                          f"`python main.py --exp generate` or point --val_path at a dataset that has them")
