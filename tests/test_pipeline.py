@@ -96,3 +96,17 @@ def test_every_shipped_step_override_fits_its_config():
     assert {"segment", "objects", "slot_ddpm", "predict"} <= set(steps)
     for step in steps:
         step_config(cfg, step)  # raises UserError on an override of the wrong type or an unknown key
+
+
+def test_stage_table_shows_the_last_val_figures_of_the_weights_prediction_uses():
+    from tools.pipeline.report import stage_lines
+
+    stats = {"segment": [{"split": "val", "jaccard": 0.6}, {"split": "train", "loss": 1.0},
+                         {"split": "val", "jaccard": 0.5}],
+             "objects": [{"split": "val", "accuracy": 0.97}, {"split": "val", "accuracy": 0.95}],
+             "first_stage": [{"split": "val", "frame22_true_state_jaccard": 0.8}],
+             "ddpm": [{"split": "train", "loss": 0.7}, {"split": "val", "frame22_jaccard": 0.45}]}
+    lines = "\n".join(stage_lines("slots", stats, {}, {"sec_per_video": 1.0}))
+    assert "last val Jaccard per frame (argmax) 0.5000" in lines and "0.6000" not in lines
+    assert "last val accuracy per object crop (shape, material and colour right) 0.9500" in lines
+    assert "0.9700" not in lines
