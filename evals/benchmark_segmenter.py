@@ -212,6 +212,11 @@ def val_video_ids(args: argparse.Namespace) -> list[int]:
     return ids[:args.val_videos] if args.val_videos else ids
 
 
+def gen_real_cell(scores: dict, key: str) -> str:
+    """'generated val / real' of one score, nan where a split lacks it."""
+    return f"{scores['generated_val'].get(key, float('nan')):.3f} / {scores['real'].get(key, float('nan')):.3f}"
+
+
 def markdown(records: list[dict], cache_seconds: dict[str, float], args: argparse.Namespace) -> str:
     from evals.segmenter_scores import FACTOR_LABELS, ROW_LABELS
 
@@ -246,8 +251,7 @@ def markdown(records: list[dict], cache_seconds: dict[str, float], args: argpars
               "right on true object pixels predicted as an object), generated val / real:", "",
               "| variant | steps | " + " | ".join(FACTOR_LABELS) + " |", "|---|---|" + "---|" * len(FACTOR_LABELS)]
     for r in records:
-        cells = [f"{r['generated_val'].get(k, float('nan')):.3f} / {r['real'].get(k, float('nan')):.3f}"
-                 for k in FACTOR_LABELS]
+        cells = [gen_real_cell(r, key) for key in FACTOR_LABELS]
         lines.append(f"| {r['variant']} | {r['steps']} | " + " | ".join(cells) + " |")
     for mode in args.upsample[1:]:
         lines += ["", f"The same weights with the scores upsampled by {mode}, generated val / real:", "",
@@ -257,8 +261,7 @@ def markdown(records: list[dict], cache_seconds: dict[str, float], args: argpars
             other = r.get("upsampling", {}).get(mode)
             if other is None:
                 continue
-            cells = [f"{other['generated_val'].get(k, float('nan')):.3f} / {other['real'].get(k, float('nan')):.3f}"
-                     for k in (*UPSAMPLING_ROWS, "objectness_iou")]
+            cells = [gen_real_cell(other, key) for key in (*UPSAMPLING_ROWS, "objectness_iou")]
             lines.append(f"| {r['variant']} | {r['steps']} | " + " | ".join(cells) + " |")
     lines += ["", "Frame decoding into memory (once, not in CPU minutes): " +
               ", ".join(f"{k} {v:.0f} s" for k, v in cache_seconds.items())]
@@ -266,11 +269,13 @@ def markdown(records: list[dict], cache_seconds: dict[str, float], args: argpars
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.segmenter import UPSAMPLING
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_path", required=True, help="generated dataset with train/ (and val/)")
     parser.add_argument("--val_path", help="generated dataset whose val/ split is scored (default: --data_path)")
     parser.add_argument("--val_videos", type=int, help="score the first N labeled val videos (default: all)")
-    parser.add_argument("--upsample", nargs="+", choices=("guided", "bilinear"), default=["guided"],
+    parser.add_argument("--upsample", nargs="+", choices=UPSAMPLING, default=["guided"],
                         help="how the scores return to full resolution; a second mode is scored as a comparison")
     parser.add_argument("--real_path", default="../shared/data/real_samples", help="real videos in <path>/train")
     parser.add_argument("--variant", action="append", required=True, help="name=config.yaml[:key=value...]")

@@ -25,6 +25,7 @@ from models.segmenter import Segmenter
 from tools.data.classes import NUM_CLASSES, NUM_OBSERVED, TARGET_FRAME, class_indices
 from tools.data.clevrer import list_videos, read_frames, read_mask
 from tools.predict.instance_vote import EDGE_THRESHOLD, ObjectJudge, edge_cut, instance_vote, judge_votes
+from tools.predict.segmenter_io import video_log_probs
 
 VOTE_MIN_PIXELS = 8  # full-resolution pixels; as predict.vote_min_pixels
 ROW_LABELS = {
@@ -62,21 +63,6 @@ def factor_scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, flo
         right = (true_factors[:, column] == predicted_factors[:, column]).double()
         scores[f"{name}_accuracy"] = float(right.mean()) if len(right) else float("nan")
     return scores
-
-
-@torch.no_grad()
-def video_log_probs(segmenter: Segmenter, frames: torch.Tensor, batch_size: int = 8
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Class log-probabilities [T, 49, H, W] (CPU, float) of frames [T, 3, H, W] in [0, 1], at their resolution,
-    and the contact-edge probabilities [T, H, W] of a segmenter with `model.boundary` (else None)."""
-    device = next(segmenter.parameters()).device
-    scores, edges = [], []
-    for i in range(0, len(frames), batch_size):
-        batch_scores, batch_edges = segmenter.segment_with_boundary(frames[i:i + batch_size].to(device),
-                                                                    size=segmenter.trained_size)
-        scores.append(batch_scores.float().log_softmax(1).cpu())
-        edges.append(None if batch_edges is None else batch_edges.float().cpu())
-    return torch.cat(scores), (None if edges[0] is None else torch.cat(edges))
 
 
 @dataclass

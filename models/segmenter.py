@@ -52,7 +52,8 @@ class Segmenter(nn.Module):
                  encoder_weights: str | None = None,
                  encoder_depth: int = 5, decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
                  head: str = "flat", class_factors: Sequence[Sequence[int]] | None = None,
-                 boundary: bool = False) -> None:
+                 boundary: bool = False, upsample: str = "guided", guided_radius: int = GUIDED_RADIUS,
+                 guided_eps: float = GUIDED_EPS) -> None:
         super().__init__()
         self.classes = int(classes)
         self.has_boundary = bool(boundary)
@@ -71,11 +72,22 @@ class Segmenter(nn.Module):
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         # The (H, W) the network was trained at; load_segmenter fills it from the checkpoint's config.
         self.trained_size: tuple[int, int] | None = None
-        # How scores computed at a reduced size return to the frame's resolution (an inference choice: plain
-        # attributes, so a loaded model can be switched, e.g. by evals/benchmark_segmenter.py --upsample).
-        self.upsample = "guided"
-        self.guided_radius = GUIDED_RADIUS
-        self.guided_eps = GUIDED_EPS
+        # How scores computed at a reduced size return to the frame's resolution (an inference choice: a loaded
+        # model can be switched, e.g. by evals/benchmark_segmenter.py --upsample).
+        self.upsample = upsample
+        self.guided_radius = int(guided_radius)
+        self.guided_eps = float(guided_eps)
+
+    @property
+    def upsample(self) -> str:
+        """'guided' or 'bilinear' (UPSAMPLING); checked when set, so segmenting never meets an unknown mode."""
+        return self._upsample
+
+    @upsample.setter
+    def upsample(self, mode: str) -> None:
+        if mode not in UPSAMPLING:
+            raise ModelConfigError(f"model.upsample={mode!r} is unknown; use one of {UPSAMPLING}")
+        self._upsample = mode
 
     def forward(self, rgb: torch.Tensor, with_factors: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -117,8 +129,6 @@ class Segmenter(nn.Module):
                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`segment`'s class scores and the contact-edge probability [N, H, W] (None without `boundary`),
         both at the input's resolution, with the same tta and size."""
-        if self.upsample not in UPSAMPLING:
-            raise ModelConfigError(f"model.upsample={self.upsample!r} is unknown; use one of {UPSAMPLING}")
         frames, out_size = rgb, tuple(rgb.shape[-2:])
         if size is not None and tuple(size) != out_size:
             rgb = F.interpolate(rgb, size=tuple(size), mode="bilinear", antialias=True,
@@ -139,7 +149,7 @@ class Segmenter(nn.Module):
         if tuple(scores.shape[-2:]) != out_size:
             scores = F.interpolate(scores.float(), size=out_size, mode="bilinear", align_corners=False)
             if self.upsample == "guided":
-                scores = refine_foreground(scores, frames.float(), self.guided_radius, self.guided_eps)
+                scores = refine_foreground(scores, frames, self.guided_radius, self.guided_eps)
             if edge is not None:
                 edge = F.interpolate(edge, size=out_size, mode="bilinear", align_corners=False)
         return scores, (edge[:, 0] if edge is not None else None)
@@ -235,16 +245,13 @@ def build_segmenter(model_cfg: Mapping[str, Any], class_factors: Sequence[Sequen
     upsample, guided_radius, guided_eps).
 
     class_factors: the (shape, material, colour) of every object class, needed by `head: factorised`."""
-    segmenter = Segmenter(arch=model_cfg.get("arch", "unet"), encoder=model_cfg.get("encoder", "resnet18"),
-                          classes=int(model_cfg.get("classes", 49)),
-                          encoder_weights=model_cfg.get("encoder_weights"),
-                          encoder_depth=int(model_cfg.get("encoder_depth", 5)),
-                          decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS),
-                          head=str(model_cfg.get("head") or "flat"), class_factors=class_factors,
-                          boundary=bool(model_cfg.get("boundary", False)))
-    segmenter.upsample = str(model_cfg.get("upsample") or "guided")
-    segmenter.guided_radius = int(model_cfg.get("guided_radius", GUIDED_RADIUS))
-    segmenter.guided_eps = float(model_cfg.get("guided_eps", GUIDED_EPS))
-    if segmenter.upsample not in UPSAMPLING:
-        raise ModelConfigError(f"model.upsample={segmenter.upsample!r} is unknown; use one of {UPSAMPLING}")
-    return segmenter
+    return Segmenter(arch=model_cfg.get("arch", "unet"), encoder=model_cfg.get("encoder", "resnet18"),
+                     classes=int(model_cfg.get("classes", 49)),
+                     encoder_weights=model_cfg.get("encoder_weights"),
+                     encoder_depth=int(model_cfg.get("encoder_depth", 5)),
+                     decoder_channels=tuple(model_cfg.get("decoder_channels") or DEFAULT_DECODER_CHANNELS),
+                     head=str(model_cfg.get("head") or "flat"), class_factors=class_factors,
+                     boundary=bool(model_cfg.get("boundary", False)),
+                     upsample=str(model_cfg.get("upsample") or "guided"),
+                     guided_radius=int(model_cfg.get("guided_radius", GUIDED_RADIUS)),
+                     guided_eps=float(model_cfg.get("guided_eps", GUIDED_EPS)))

@@ -68,9 +68,9 @@ def test_segmenter_refines_only_when_it_upsamples_and_refuses_an_unknown_mode():
     assert torch.equal(guided_same, plain_same)  # nothing to upsample: the scores are the network's
     assert guided_small.shape == plain_small.shape == (1, NUM_CLASSES, 40, 60)
     assert not torch.allclose(guided_small.log_softmax(1), plain_small.log_softmax(1))
-    net.upsample = "nearest"
     with pytest.raises(ModelConfigError, match="model.upsample"):
-        net.segment(rgb, size=(20, 30))
+        net.upsample = "nearest"  # refused when set, so no segment call meets it
+    assert net.upsample == "bilinear"
     with pytest.raises(ModelConfigError, match="model.upsample"):
         build_segmenter({"encoder_depth": 3, "decoder_channels": [32, 16, 8], "upsample": "cubic"})
     built = build_segmenter({"encoder_depth": 3, "decoder_channels": [32, 16, 8], "upsample": "bilinear",

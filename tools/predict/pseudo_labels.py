@@ -22,7 +22,7 @@ from tools.core.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir
 from tools.data.clevrer import ClevrerDataset, read_frames
 from tools.data.stage import require_data_path
 from tools.predict.instance_vote import edge_cut, instance_vote, vote_edge_threshold
-from tools.predict.segmenter_io import load_segmenter
+from tools.predict.segmenter_io import load_segmenter, video_log_probs
 
 PSEUDO_LABEL_DIR = "pseudo_labels"
 
@@ -46,16 +46,9 @@ def predict_video_masks(model: Segmenter, frames: torch.Tensor, ctx: DistContext
     with autocast(ctx, amp):
         if vote_min_pixels is None:
             return model.masks(frames, tta=tta, batch_size=chunk).numpy()
-        device = next(model.parameters()).device
-        scores, edges = [], []
-        for i in range(0, len(frames), max(1, chunk)):
-            chunk_scores, chunk_edges = model.segment_with_boundary(frames[i:i + chunk].to(device), tta=tta,
-                                                                    size=model.trained_size)
-            scores.append(chunk_scores.float().log_softmax(1).cpu())
-            edges.append(None if chunk_edges is None else chunk_edges.float().cpu())
-    edge_map = None if edges[0] is None else torch.cat(edges)
-    return instance_vote(torch.cat(scores), link_frames=True, min_pixels=vote_min_pixels,
-                         **edge_cut(edge_map, edge_threshold)).numpy()
+        scores, edges = video_log_probs(model, frames, max(1, chunk), tta)
+    return instance_vote(scores, link_frames=True, min_pixels=vote_min_pixels,
+                         **edge_cut(edges, edge_threshold)).numpy()
 
 
 def write_pseudo_labels(cfg: DictConfig, ctx: DistContext) -> int:

@@ -80,3 +80,18 @@ def load_segmenter(checkpoint_path: str | Path, device: str | torch.device = "cp
         model.trained_size = (int(data_cfg["height"]), int(data_cfg["width"]))
     return model.to(device).eval()
 
+
+@torch.no_grad()
+def video_log_probs(segmenter: Segmenter, frames: torch.Tensor, batch_size: int = 8, tta: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class log-probabilities [T, 49, H, W] (CPU, float) of frames [T, 3, H, W] in [0, 1], at their resolution,
+    segmented `batch_size` frames at a time on the segmenter's device at its trained size (with the flip TTA when
+    `tta`), and the contact-edge probabilities [T, H, W] of a segmenter with `model.boundary` (else None)."""
+    device = next(segmenter.parameters()).device
+    scores, edges = [], []
+    for i in range(0, len(frames), batch_size):
+        batch_scores, batch_edges = segmenter.segment_with_boundary(frames[i:i + batch_size].to(device), tta=tta,
+                                                                    size=segmenter.trained_size)
+        scores.append(batch_scores.float().log_softmax(1).cpu())
+        edges.append(None if batch_edges is None else batch_edges.float().cpu())
+    return torch.cat(scores), (None if edges[0] is None else torch.cat(edges))
