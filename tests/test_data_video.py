@@ -14,7 +14,7 @@ HEIGHT, WIDTH, N_FRAMES = 32, 48, 10
 
 
 def _frame_value(index: int) -> int:
-    return 20 + 22 * index  # frame i is a flat grey of this level, so decoded clips reveal their indices
+    return 20 + (22 * index) % 230  # frame i is a flat grey of this level, so decoded clips reveal their indices
 
 
 def write_avi(path: Path, n_frames: int = N_FRAMES) -> Path:
@@ -140,3 +140,88 @@ def test_video_folder_class_subfolders_and_errors(tmp_path):
     (tmp_path / "bad" / "broken.avi").write_bytes(b"not a video")
     with pytest.raises(UserError, match="broken.avi: cannot open the video"):
         VideoFolderDataset(tmp_path / "bad", clip_len=2)
+
+
+def test_centre_crop_keeps_the_middle_and_squash_keeps_everything():
+    from tools.data.video import fit_frames
+
+    frames = torch.zeros(1, 3, 20, 40)
+    frames[..., 10:30] = 1.0  # a bright middle half of the width
+    cropped = fit_frames(frames, (10, 10), "center")
+    squashed = fit_frames(frames, (10, 10), "squash")
+    assert cropped.shape == squashed.shape == (1, 3, 10, 10)
+    assert cropped[..., 1:-1].min() > 0.99, "the centre crop shows only the middle (its edge columns blend)"
+    assert squashed[..., 0].max() < 0.01 and squashed[..., 5].min() > 0.99, "squash keeps the dark sides"
+
+
+def test_time_split_never_shares_a_frame_and_include_filters(tmp_path):
+    write_avi(tmp_path / "clips" / "a.avi", n_frames=20)
+    write_avi(tmp_path / "clips" / "b.avi", n_frames=20)
+    options = dict(clip_len=3, stride=1, clip_step=1, include=["a.avi"], test_fraction=0.25)
+    train = VideoFolderDataset(tmp_path / "clips", time_split="train", **options)
+    test = VideoFolderDataset(tmp_path / "clips", time_split="test", **options)
+    train_frames = {f for clip in train.clips for f in clip.frame_indices}
+    test_frames = {f for clip in test.clips for f in clip.frame_indices}
+    assert max(train_frames) == 14 and min(test_frames) == 15 and not train_frames & test_frames
+    assert {clip.source.path.name for clip in train.clips + test.clips} == {"a.avi"}
+    assert test[0]["start"] == 15
+    with pytest.raises(UserError, match=r"matching data.include=\['c.avi'\]"):
+        VideoFolderDataset(tmp_path / "clips", clip_len=3, include=["c.avi"])
+
+
+def test_cached_decoding_gives_the_same_clips(tmp_path):
+    write_avi(tmp_path / "clips" / "a.avi", n_frames=12)
+    plain = VideoFolderDataset(tmp_path / "clips", clip_len=4, stride=2, size=(16, 16))
+    cached = VideoFolderDataset(tmp_path / "clips", clip_len=4, stride=2, size=(16, 16), cache=True)
+    for index in range(len(plain)):
+        assert torch.allclose(plain[index]["frames"], cached[index]["frames"], atol=1 / 255 + 1e-6)
+
+
+def test_config_wiring_of_video_clips(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tools.data.datasets import validation_clips, video_clips
+
+    write_avi(tmp_path / "clips" / "a.avi", n_frames=20)
+    cfg = OmegaConf.load("configs/autoencoder/video_cpu.yaml")
+    cfg.run = {"data": "FOLDER", "data_path": str(tmp_path / "clips")}
+    cfg.data.update(frames=4, frame_stride=2, height=16, width=16)
+    train = video_clips(cfg, "train")
+    assert train[0]["frames"].shape == (4, 3, 16, 16) and len(train) == 15 - 7 + 1  # frames 0-14, span 7, step 1
+    cfg.data.frame_stride = 1
+    held_out = validation_clips(cfg, 2)  # test frames 15-19 (test_clip_step 2): clips starting at 15 and 17? 17+3 > 19
+    assert len(held_out) == 1 and held_out[0]["start"] == 15
+    cfg.data.test_fraction = 0.0
+    with pytest.raises(UserError, match="data.test_fraction"):
+        video_clips(cfg, "test")
+
+
+def test_mismatched_frames_and_data_sections_are_refused():
+    from omegaconf import OmegaConf
+
+    from tools.diffusion.frame_sets import check_frames_config
+
+    cfg = OmegaConf.load("configs/latent-diffusion/video_cpu.yaml")
+    check_frames_config(cfg)
+    cfg.data.frames = 12
+    with pytest.raises(UserError, match="frames.n_frames=16 but data.frames=12"):
+        check_frames_config(cfg)
+    cfg = OmegaConf.load("configs/latent-diffusion/tiny.yaml")
+    cfg.data.frames, cfg.frames.n_frames, cfg.data.cond_frames = 16, 16, 8
+    with pytest.raises(UserError, match="prob_competition_case"):
+        check_frames_config(cfg)
+
+
+def test_tuning_split_never_touches_the_reported_test_frames(tmp_path):
+    write_avi(tmp_path / "clips" / "a.avi", n_frames=40)
+    options = dict(clip_len=2, stride=1, clip_step=1, test_fraction=0.25)
+    reported = {f for c in VideoFolderDataset(tmp_path / "clips", time_split="test", **options).clips
+                for f in c.frame_indices}
+    tuning = dict(options, test_fraction=1 / 3, time_range=(0.0, 0.75))
+    tune_train = VideoFolderDataset(tmp_path / "clips", time_split="train", **tuning)
+    tune_test = VideoFolderDataset(tmp_path / "clips", time_split="test", **tuning)
+    train_frames = {f for c in tune_train.clips for f in c.frame_indices}
+    test_frames = {f for c in tune_test.clips for f in c.frame_indices}
+    assert reported == set(range(30, 40)) and test_frames == set(range(20, 30)) and train_frames == set(range(20))
+    with pytest.raises(UserError, match="data.time_range"):
+        VideoFolderDataset(tmp_path / "clips", time_split="test", **dict(tuning, time_range=(0.5, 0.2)))

@@ -54,19 +54,58 @@ def _clevrer_split(root: str, split: str, cfg: DictConfig, frames: int | None = 
     return ClevrerDataset(root, split, frame_indices=indices, size=_size(cfg))
 
 
-def _video_clips(cfg: DictConfig, split: str) -> Dataset:
+def _optional_int(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def video_clips(cfg: DictConfig, split: str) -> Dataset:
+    """Clips of a natural-video dataset (--data UCF101 or FOLDER) for split 'train' or 'test'.
+
+    UCF-101: the official lists of fold data.fold ('train' may name several lists in data.train_lists).
+    FOLDER: every video, or with data.test_fraction > 0 its first part ('train') or its last part ('test'),
+    so train and test clips never share a frame (data.time_range: only that part of every video, for a tuning
+    split apart from the reported test frames)."""
     from tools.data.video import UCF101Dataset, VideoFolderDataset
 
-    kwargs = dict(clip_len=int(cfg.data.frames), stride=int(cfg.data.get("frame_stride", 1)), size=_size(cfg))
+    data = cfg.data
+    kwargs = dict(clip_len=int(data.frames), stride=int(data.get("frame_stride") or 1), size=_size(cfg),
+                  clip_step=_optional_int(data.get("clip_step" if split == "train" else "test_clip_step")),
+                  crop=str(data.get("crop") or "center"), cache=bool(data.get("cache_frames", False)))
     if cfg.run.data == "UCF101":
-        return UCF101Dataset(cfg.run.data_path, split="train" if split == "train" else "test", **kwargs)
-    return VideoFolderDataset(cfg.run.data_path, **kwargs)
+        fold = int(data.get("fold") or 1)
+        lists = list(data.get("train_lists") or ["train"]) if split == "train" else ["test"]
+        parts = [UCF101Dataset(cfg.run.data_path, split=name, fold=fold, **kwargs) for name in lists]
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    fraction = float(data.get("test_fraction") or 0.0)
+    include = data.get("include")
+    include = [str(p) for p in include] if include is not None else None
+    if fraction <= 0.0:
+        if split != "train":
+            raise UserError(f"--data FOLDER has no test clips: set data.test_fraction (e.g. 0.25) so the last part "
+                            f"of every video in {cfg.run.data_path} is held out")
+        return VideoFolderDataset(cfg.run.data_path, include=include, **kwargs)
+    time_range = tuple(float(v) for v in (data.get("time_range") or (0.0, 1.0)))
+    return VideoFolderDataset(cfg.run.data_path, include=include, time_split=split, test_fraction=fraction,
+                              time_range=time_range, **kwargs)
+
+
+def has_test_clips(cfg: DictConfig) -> bool:
+    """Whether a natural-video dataset has held-out clips (UCF-101 always; a folder with data.test_fraction)."""
+    return cfg.run.data == "UCF101" or float(cfg.data.get("test_fraction") or 0.0) > 0.0
+
+
+def spread_subset(dataset: Dataset, count: int) -> Dataset:
+    """`count` clips evenly spread over the dataset (not the first ones, which would all come from one video)."""
+    total = len(dataset)
+    if count >= total:
+        return dataset
+    return Subset(dataset, sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(count)}))
 
 
 def training_clips(cfg: DictConfig) -> Dataset:
     """The training clips of the run's dataset (labeled + unlabeled splits for CLEVRER)."""
     if cfg.run.data != "CLEVRER":
-        return _video_clips(cfg, "train")
+        return video_clips(cfg, "train")
     root = str(cfg.run.data_path)
     parts = [_clevrer_split(root, split, cfg, int(cfg.data.frames)) for split in cfg.data.labeled_splits]
     for split in cfg.data.get("unlabeled_splits") or []:
@@ -81,7 +120,7 @@ def training_clips(cfg: DictConfig) -> Dataset:
 
 
 def validation_clips(cfg: DictConfig, count: int) -> Dataset | None:
-    """Up to `count` held-out clips (the val split for CLEVRER, the test list for UCF-101), or None."""
+    """Up to `count` held-out clips (the val split for CLEVRER, the test clips of a video dataset), or None."""
     if cfg.run.data == "CLEVRER":
         split = cfg.data.get("val_split", "val")
         folder = Path(str(cfg.run.data_path)) / split
@@ -89,8 +128,8 @@ def validation_clips(cfg: DictConfig, count: int) -> Dataset | None:
             print(f"note: no videos in the '{split}' split of {cfg.run.data_path}; training without validation")
             return None
         dataset = _clevrer_split(str(cfg.run.data_path), split, cfg, int(cfg.data.frames))
-    elif cfg.run.data == "UCF101":
-        dataset = _video_clips(cfg, "test")
+    elif has_test_clips(cfg):
+        return spread_subset(video_clips(cfg, "test"), count)
     else:
         return None
     return Subset(dataset, range(min(count, len(dataset))))

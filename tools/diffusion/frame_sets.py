@@ -108,3 +108,26 @@ def gather_frames(clips: Tensor, idx: Tensor) -> Tensor:
     idx = idx.to(clips.device)
     expanded = idx.view(*idx.shape, *([1] * (clips.dim() - 2))).expand(-1, -1, *clips.shape[2:])
     return torch.gather(clips, 1, expanded)
+
+
+def check_frames_config(cfg) -> None:
+    """The `frames` section (stage 2) must describe the clips of the `data` section, whose observed frames must fit
+    in the clip; one message names the keys and the fix."""
+    frames, data = cfg.get("frames"), cfg.data
+    clip = int(data.frames)
+    problems = []
+    if not 0 < int(data.cond_frames) < clip:
+        problems.append(f"data.cond_frames={data.cond_frames} must lie between 1 and data.frames-1={clip - 1}")
+    if frames is not None:
+        if int(frames.n_frames) != clip:
+            problems.append(f"frames.n_frames={frames.n_frames} but data.frames={clip} (set both to the clip length)")
+        if int(frames.n_tgt) + 1 > clip or int(frames.n_obs_max) < 1:
+            problems.append(f"frames.n_tgt={frames.n_tgt} and frames.n_obs_max={frames.n_obs_max} need "
+                            f"1 <= n_tgt < data.frames={clip} and n_obs_max >= 1")
+        competition = float(frames.get("prob_competition_case", 0.0)) > 0
+        if competition and (clip != NUM_FRAMES or int(data.cond_frames) != NUM_OBSERVED):
+            problems.append(f"frames.prob_competition_case={frames.prob_competition_case} trains the competition's "
+                            f"frames 1-{NUM_OBSERVED} -> {NUM_FRAMES} case, which needs data.frames={NUM_FRAMES} "
+                            f"and data.cond_frames={NUM_OBSERVED}; set frames.prob_competition_case=0 for other clips")
+    if problems:
+        raise UserError("config: " + "; ".join(problems))
