@@ -65,6 +65,9 @@ class VideoAutoencoder(nn.Module):
         self.config = cfg
         self.stride = _check_levels(cfg)
         width, blocks, ckpt = cfg["channels"], cfg["num_res_blocks"], cfg["grad_checkpoint"]
+        if cfg["num_classes"] < 0 or (cfg["use_mask_input"] and cfg["num_classes"] == 0):
+            raise ModelConfigError(f"model.num_classes={cfg['num_classes']}: use 49 (competition masks) or 0 (natural "
+                                   f"video, no semantic head; then model.use_mask_input must be false).")
         image_in = 3 + (cfg["num_classes"] if cfg["use_mask_input"] else 0)
         context = width * cfg["encoder_mult"][-1]
         motion_width = width * cfg["motion_mult"][-1]
@@ -80,7 +83,9 @@ class VideoAutoencoder(nn.Module):
                                        nn.Conv2d(motion_width, cfg["motion_channels"], 3, padding=1))
         self.decoder = Decoder2d(static + cfg["motion_channels"], width, cfg["decoder_mult"], blocks, ckpt)
         self.rgb_head = nn.Conv2d(self.decoder.out_channels, 3, 3, padding=1)
-        self.mask_head = nn.Conv2d(self.decoder.out_channels, cfg["num_classes"], 3, padding=1)
+        # Natural video has no masks: num_classes 0 builds no semantic head (decode returns None for it).
+        self.mask_head = (nn.Conv2d(self.decoder.out_channels, cfg["num_classes"], 3, padding=1)
+                          if cfg["num_classes"] > 0 else None)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | DictConfig) -> "VideoAutoencoder":
@@ -115,10 +120,18 @@ class VideoAutoencoder(nn.Module):
                             "them to encode() or set model.use_mask_input=false.")
         return torch.cat([frames, mask_probs.to(frames.dtype)], dim=2)
 
+    def context_features(self, frames: torch.Tensor, mask_probs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Per-frame context features [B, T, C, h, w]; static latents of any set of these frames follow from them
+        (static_from_context), so stage 2 computes them once per clip and derives each observed set's cheaply."""
+        return fold_time(self.context_encoder, self._image_input(frames, mask_probs, "cond_frames"))
+
     def encode_static(self, cond_frames: torch.Tensor, cond_mask_probs: Optional[torch.Tensor] = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scene and object latents from the observed frames only."""
-        features = fold_time(self.context_encoder, self._image_input(cond_frames, cond_mask_probs, "cond_frames"))
+        return self.static_from_context(self.context_features(cond_frames, cond_mask_probs))
+
+    def static_from_context(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scene and object latents from the context features [B, Tc, C, h, w] of the observed frames."""
         gate = torch.sigmoid(fold_time(self.objectness, features))  # [B, Tc, 1, h, w]
         # Weighted temporal means: the gate decides which pixels are objects, the rest is background.
         objects = (gate * features).sum(1) / (gate.sum(1) + 1e-4)
@@ -135,16 +148,18 @@ class VideoAutoencoder(nn.Module):
         preact = fold_time(self.to_motion, torch.cat([per_frame, context], dim=2))
         return Latents(scene, obj, torch.tanh(preact), preact)
 
-    def decode(self, latents: Latents) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every frame from scene + object + its motion latent -> (rgb [B,T,3,H,W] in [-1,1], mask logits)."""
+    def decode(self, latents: Latents) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every frame from scene + object + its motion latent -> (rgb [B,T,3,H,W] in [-1,1], mask logits, or
+        None without a semantic head)."""
         frames = latents.motion.shape[1]
         static = torch.cat([latents.scene, latents.object], dim=1)
         x = torch.cat([repeat(static, "b c h w -> b t c h w", t=frames), latents.motion.to(static.dtype)], dim=2)
         features = self.decoder(rearrange(x, "b t c h w -> (b t) c h w"))
         rgb = torch.tanh(self.rgb_head(features))
-        mask_logits = self.mask_head(features)
         unfold = "(b t) c h w -> b t c h w"
-        return rearrange(rgb, unfold, t=frames), rearrange(mask_logits, unfold, t=frames)
+        if self.mask_head is None:
+            return rearrange(rgb, unfold, t=frames), None
+        return rearrange(rgb, unfold, t=frames), rearrange(self.mask_head(features), unfold, t=frames)
 
     def forward(self, frames: torch.Tensor, cond_frames: torch.Tensor, mask_probs: Optional[torch.Tensor] = None,
                 cond_mask_probs: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, Latents]:

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -112,6 +113,11 @@ def autocast(ctx: DistContext, amp: str | None, cpu_bf16: bool = False) -> conte
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[str(amp)]
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def train_autocast(ctx: DistContext, train_cfg: Any) -> contextlib.AbstractContextManager:
+    """autocast as a stage's `train` section asks: train.amp, and train.cpu_bf16 on a CPU."""
+    return autocast(ctx, train_cfg.get("amp"), bool(train_cfg.get("cpu_bf16", False)))
 
 
 def make_grad_scaler(ctx: DistContext, amp: str | None) -> torch.amp.GradScaler:

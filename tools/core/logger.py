@@ -62,6 +62,21 @@ class RunLogger:
             self._open()
             self._writer.add_image(tag, image.detach().float().clamp(0, 1).cpu(), step)
 
+    def log_video(self, tag: str, video: torch.Tensor, step: int, fps: int = 8) -> None:
+        """video: [T,3,H,W] float in [0,1] (e.g. frames side by side), shown as an animated GIF in TensorBoard's
+        image tab. Encoded here with Pillow: SummaryWriter.add_video would need moviepy."""
+        if not self.enabled:
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from tools.core.media import gif_bytes, to_uint8_frames
+
+        self._open()
+        frames = to_uint8_frames(video, value_range=(0.0, 1.0))
+        image = Summary.Image(height=frames.shape[1], width=frames.shape[2], colorspace=3,
+                              encoded_image_string=gif_bytes(frames, fps))
+        self._writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
     def flush(self) -> None:
         if self.enabled and self._writer is not None:
             self._writer.flush()

@@ -21,16 +21,17 @@ from torch.utils.data import DataLoader
 from models.first_stage import build_first_stage
 from tools.core.checkpoint import check_config_matches, load_checkpoint
 from tools.core.config import to_plain
-from tools.core.distributed import DistContext, autocast, unwrap
+from tools.core.distributed import DistContext, train_autocast, unwrap
 from tools.core.errors import UserError
 from tools.core.logger import RunLogger
 from tools.core.runs import LAST_CHECKPOINT
 from tools.data.datasets import training_clips, validation_clips
 from tools.data.stage import require_data_path
+from tools.diffusion.frame_sets import check_frames_config
 from tools.train.ae_losses import FirstStageLoss, mask_iou, psnr
 from tools.train.loop import isolated_rng, open_stage, optimizer_step, run_stage
 from tools.train.task import StageTask
-from tools.train.visuals import video_grid
+from tools.train.visuals import side_by_side, video_grid
 
 
 def split_batch(batch: dict, cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor,
@@ -74,16 +75,32 @@ class FirstStageTask(StageTask):
                                                 betas=tuple(gan.get("betas", (0.5, 0.9))),
                                                 weight_decay=0.0) if disc_params else None
 
+    def subsample(self, frames: torch.Tensor, observed: torch.Tensor, masks: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """train.frames_per_step: rebuild only a random window of that many frames per step, and
+        train.cond_frames_per_step: compute the static latents from a random subset of that many observed frames.
+        Every frame is still rebuilt from its own motion latent, so this trains the same model on more clips per
+        CPU minute (and static latents from any subset, as stage 2 computes them). null: every frame."""
+        tcfg = self.cfg.train
+        window, cond = tcfg.get("frames_per_step"), tcfg.get("cond_frames_per_step")
+        if window and int(window) < frames.shape[1]:
+            start = int(torch.randint(0, frames.shape[1] - int(window) + 1, ()))
+            frames = frames[:, start:start + int(window)]
+            masks = masks[:, start:start + int(window)] if masks is not None else None
+        if cond and int(cond) < observed.shape[1]:
+            observed = observed[:, torch.randperm(observed.shape[1])[: int(cond)].sort().values]
+        return frames, observed, masks
+
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
-        frames, observed, masks = split_batch(batch, self.cfg, self.ctx.device)
+        frames, observed, masks = self.subsample(*split_batch(batch, self.cfg, self.ctx.device))
         self.model.train()
-        with autocast(self.ctx, self.cfg.train.get("amp")):
+        with train_autocast(self.ctx, self.cfg.train):
             rgb, mask_logits, latents = self.wrapped(frames, observed)
         loss, logs = self.loss(frames, rgb.float(), mask_logits.float() if mask_logits is not None else None,
                                masks, latents, step, last_layer=self._last_layer())
         self.step(loss)
         if self.disc_optimizer is not None and self.loss.gan_active(step):
-            with autocast(self.ctx, self.cfg.train.get("amp")):
+            with train_autocast(self.ctx, self.cfg.train):
                 d_loss, d_logs = self.loss.discriminator_loss(frames, rgb.float(), step)
             optimizer_step(self.disc_optimizer, self.scaler, d_loss, self.loss.discriminator_parameters(),
                            after_backward=lambda: average_gradients(self.loss.discriminator, self.ctx))
@@ -131,7 +148,7 @@ def validate(task: FirstStageTask, clips: DataLoader | None, cfg: DictConfig) ->
     scores: dict[str, list[float]] = {"psnr": [], "mask_iou": []}
     for batch in clips:
         frames, observed, masks = split_batch(batch, cfg, task.ctx.device)
-        with autocast(task.ctx, cfg.train.get("amp")):
+        with train_autocast(task.ctx, cfg.train):
             rgb, mask_logits = model.decode(model.encode(frames, observed))
         scores["psnr"].append(float(psnr(rgb.float(), frames)))
         if masks is not None and mask_logits is not None:
@@ -140,17 +157,19 @@ def validate(task: FirstStageTask, clips: DataLoader | None, cfg: DictConfig) ->
 
 
 def log_reconstruction(task: FirstStageTask, batch: dict, logger: RunLogger, step: int) -> None:
-    """Input, reconstruction, true and predicted masks of one clip as an image grid."""
+    """Input and reconstruction of one clip (with true and predicted masks when the clip has a mask) as an
+    image grid, and input beside reconstruction as a TensorBoard video."""
     cfg = task.cfg
     frames, observed, _ = split_batch(batch, cfg, task.ctx.device)
     model = unwrap(task.model).eval()
-    with torch.no_grad(), autocast(task.ctx, cfg.train.get("amp")):
+    with torch.no_grad(), train_autocast(task.ctx, cfg.train):
         rgb, mask_logits = model.decode(model.encode(frames[:1], observed[:1]))
     model.train()
-    pred_mask = mask_logits[0].argmax(1) if mask_logits is not None else None
-    true_mask = batch["mask"][0] if bool(torch.as_tensor(batch["has_mask"])[0]) else None
+    true_mask = batch["mask"][0] if "mask" in batch and bool(torch.as_tensor(batch["has_mask"])[0]) else None
+    pred_mask = mask_logits[0].argmax(1) if mask_logits is not None and true_mask is not None else None
     logger.log_image("first_stage/reconstruction",
                      video_grid(frames[0], rgb[0].float(), true_mask, pred_mask), step)
+    logger.log_video("first_stage/reconstruction_video", side_by_side(frames[0], rgb[0].float()), step)
 
 
 def run(cfg: DictConfig, ctx: DistContext) -> int:
@@ -159,6 +178,7 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
 
         return run_slots(cfg, ctx)
     require_data_path(cfg)
+    check_frames_config(cfg)
     dataset = training_clips(cfg)
     stage = open_stage(cfg, ctx)
     task = FirstStageTask(cfg, ctx)

@@ -261,7 +261,8 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
         count += 1
         bar.update(1)
         out_of_time = _agree(clock() > deadline, ctx)
-        if step % int(tcfg.log_every) == 0 or step == max_steps or out_of_time:
+        log_step = step % int(tcfg.log_every) == 0 or step == max_steps or out_of_time
+        if log_step:
             means = all_reduce_mean({k: v / count for k, v in sums.items()}, ctx)
             means["sec_per_step"] = (time.perf_counter() - tick) / count
             if ctx.device.type == "cuda":
@@ -270,19 +271,22 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
                 means["lr"] = float(optimizers[0].param_groups[0]["lr"])
             logger.log_scalars(step, means)
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]})
+            sums.clear()
+        # The checkpoint comes before validation and images: a failure there must not lose the step trained.
+        snapshot = int(tcfg.get("snapshot_every", 0)) > 0 and step % int(tcfg.snapshot_every) == 0
+        if step % int(tcfg.ckpt_every) == 0 or snapshot or step == max_steps or out_of_time:
+            save_training_state(task, step, cfg, run_dir, ctx, snapshot=snapshot, trained_seconds=trained_seconds())
+        if log_step:
             with isolated_rng():
                 extra = on_log(step, step == max_steps or out_of_time) if on_log else None
             if extra:
                 logger.log_scalars(step, extra, prefix="val")
-            sums.clear()
-            count, tick = 0, time.perf_counter()
         if on_images and int(tcfg.get("image_every", 0)) > 0 and step % int(tcfg.image_every) == 0:
             if ctx.is_main:
                 with isolated_rng():
                     on_images(step)
-        snapshot = int(tcfg.get("snapshot_every", 0)) > 0 and step % int(tcfg.snapshot_every) == 0
-        if step % int(tcfg.ckpt_every) == 0 or snapshot or step == max_steps or out_of_time:
-            save_training_state(task, step, cfg, run_dir, ctx, snapshot=snapshot, trained_seconds=trained_seconds())
+        if log_step:
+            count, tick = 0, time.perf_counter()
         if out_of_time:
             if ctx.is_main:
                 print(f"stopping at step {step}: train.max_minutes={tcfg.max_minutes} reached "

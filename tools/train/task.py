@@ -27,7 +27,9 @@ class StageTask:
                                            weight_decay=float(tcfg.get("weight_decay") or 0))
         self.scaler = make_grad_scaler(ctx, tcfg.get("amp"))
         self.wrapped = wrap_model(self.model, ctx)
-        self.ema = make_ema(self.wrapped, float(tcfg.get("ema_decay") or 0), warmup=ema_warmup)
+        # train.ema_warmup: short CPU runs forget the random initial weights quickly (decay (1+n)/(10+n) at first)
+        self.ema = make_ema(self.wrapped, float(tcfg.get("ema_decay") or 0),
+                            warmup=ema_warmup or bool(tcfg.get("ema_warmup", False)))
 
     def step(self, loss: torch.Tensor) -> None:
         """The optimizer step on `loss` (train.grad_clip applies), then the EMA update."""

@@ -33,3 +33,13 @@ def video_grid(*rows: torch.Tensor | None, frames: Sequence[int] | None = None) 
         row = mask_to_rgb(row) if row.dim() == 3 else (row.clamp(-1, 1) + 1) / 2
         tiles.append(row[index])
     return make_grid(torch.cat(tiles), nrow=len(index), padding=2, pad_value=1.0)
+
+
+def side_by_side(*videos: torch.Tensor | None) -> torch.Tensor:
+    """Videos [T,3,H,W] in [-1,1] of one size, placed left to right -> one [T,3,H,W'] video in [0,1] for
+    RunLogger.log_video (a 2-pixel white gap between them)."""
+    present = [(video.detach().float().cpu().clamp(-1, 1) + 1) / 2 for video in videos if video is not None]
+    frames, _, height, _ = present[0].shape
+    gap = torch.ones(frames, 3, height, 2)
+    pieces = [piece for video in present for piece in (video, gap)][:-1]
+    return torch.cat(pieces, dim=-1)
