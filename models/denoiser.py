@@ -10,9 +10,11 @@ conditioning; the noise schedule lives in tools/diffusion/gaussian.py.
   work, e.g. 0..10 -> 21 directly.
 - Masked observed frames (obs_keep False) are zeroed and excluded as attention keys, so they carry
   no information (MCVD-style masking and classifier-free guidance).
-- Static latents (scene + object) are computed from observed frames, so a sample with no kept
-  observed frame also gets zero static latents. cond_mode 'concat' concatenates them to every frame's
-  channels; 'spade' modulates every normalisation with them instead (MCVD's SPADE option).
+- Static latents (scene + object) are computed from observed frames, so by default a sample with no kept
+  observed frame also gets zero static latents. `static_keep` overrides that per sample: generation keeps
+  static latents drawn from the static prior while nothing is observed, and classifier-free guidance's
+  unconditional branch drops them. cond_mode 'concat' concatenates them to every frame's channels; 'spade'
+  modulates every normalisation with them instead (MCVD's SPADE option).
 - Sizes not divisible by 2^(levels-1) are zero-padded and cropped back.
 """
 from __future__ import annotations
@@ -34,8 +36,9 @@ TARGET, OBSERVED, MASKED = 0, 1, 2
 class DenoiserCond:
     """What the denoiser is conditioned on, beside the noisy targets and the noise level.
 
-    obs [B,To,C,h,w] observed latents; obs_idx [B,To] and tgt_idx [B,Tt] absolute frame indices;
-    obs_keep [B,To] bool (False = masked out); static [B,Cs+Co,h,w] or None.
+    obs [B,To,C,h,w] observed latents; obs_idx [B,To] and tgt_idx [B,Tt] frame indices (absolute, or relative to
+    the window's first frame for long videos); obs_keep [B,To] bool (False = masked out); static [B,Cs+Co,h,w] or
+    None; static_keep [B] bool or None (None: static latents count where some observed frame is kept).
     """
 
     obs: Tensor
@@ -43,20 +46,29 @@ class DenoiserCond:
     tgt_idx: Tensor
     obs_keep: Tensor
     static: Tensor | None = None
+    static_keep: Tensor | None = None
 
     def unconditional(self) -> "DenoiserCond":
-        """The same sets with every observed frame masked (for classifier-free guidance)."""
-        return replace(self, obs_keep=torch.zeros_like(self.obs_keep))
+        """The same sets with every observed frame and the static latents masked (classifier-free guidance)."""
+        batch = self.obs_keep.shape[0]
+        return replace(self, obs_keep=torch.zeros_like(self.obs_keep),
+                       static_keep=torch.zeros(batch, dtype=torch.bool, device=self.obs_keep.device))
+
+    def static_used(self) -> Tensor:
+        """[B] bool: which samples see their static latents."""
+        return self.obs_keep.any(dim=1) if self.static_keep is None else self.static_keep.to(self.obs_keep.device)
+
+    def _map(self, fn) -> "DenoiserCond":
+        return DenoiserCond(*(None if x is None else fn(x) for x in (self.obs, self.obs_idx, self.tgt_idx,
+                                                                      self.obs_keep, self.static, self.static_keep)))
 
     def to(self, device: torch.device | str) -> "DenoiserCond":
         """Every tensor moved to `device` (the model's), e.g. after building the sets on the CPU."""
-        move = lambda x: None if x is None else x.to(device)  # noqa: E731
-        return DenoiserCond(move(self.obs), move(self.obs_idx), move(self.tgt_idx), move(self.obs_keep), move(self.static))
+        return self._map(lambda x: x.to(device))
 
     def repeat_interleave(self, n: int) -> "DenoiserCond":
         """Each sample repeated n times along the batch (n samples per video)."""
-        rep = lambda x: None if x is None else x.repeat_interleave(n, dim=0)  # noqa: E731
-        return DenoiserCond(rep(self.obs), rep(self.obs_idx), rep(self.tgt_idx), rep(self.obs_keep), rep(self.static))
+        return self._map(lambda x: x.repeat_interleave(n, dim=0))
 
 
 def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -249,7 +261,7 @@ class VideoDenoiser(nn.Module):
         key_valid = torch.cat([keep, torch.ones(batch, n_tgt, dtype=torch.bool, device=keep.device)], dim=1)
         static = None
         if self.static_channels:
-            static = cond.static.to(x_noisy.dtype) * keep.any(dim=1)[:, None, None, None].to(x_noisy.dtype)
+            static = cond.static.to(x_noisy.dtype) * cond.static_used()[:, None, None, None].to(x_noisy.dtype)
         if self.cond_mode == "concat" and static is not None:
             frames = torch.cat([frames, static[:, None].expand(-1, frames.shape[1], -1, -1, -1)], dim=2)
         emb = self.frame_embeddings(noise_level, cond, n_tgt)

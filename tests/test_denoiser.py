@@ -193,3 +193,23 @@ def test_a_strategy_plan_samples_end_to_end_deterministically_per_seed():
     first = predict(0)
     assert first.shape == (2, C, 8, 12) and torch.isfinite(first).all()
     assert torch.equal(first, predict(0)) and not torch.equal(first, predict(1))
+
+
+def test_static_keep_gives_static_latents_without_observed_frames():
+    """Generation: nothing observed, static latents from the prior still count; guidance's unconditional branch
+    drops them."""
+    model = randomise_zero_layers(tiny_model())
+    cond = make_cond(list(range(3)), [5, 6])
+    nothing = DenoiserCond(cond.obs, cond.obs_idx, cond.tgt_idx, torch.zeros_like(cond.obs_keep), cond.static,
+                           static_keep=torch.ones(2, dtype=torch.bool))
+    other = DenoiserCond(nothing.obs, nothing.obs_idx, nothing.tgt_idx, nothing.obs_keep, nothing.static + 3.0,
+                         nothing.static_keep)
+    x, level = torch.randn(2, 2, C, 8, 12), torch.full((2,), 500.0)
+    with torch.no_grad():
+        assert not torch.allclose(model(x, level, nothing), model(x, level, other), atol=1e-4)
+        uncond = nothing.unconditional()
+        assert not uncond.static_keep.any() and not uncond.obs_keep.any()
+        assert torch.allclose(model(x, level, uncond), model(x, level, other.unconditional()), atol=1e-5)
+        empty = DenoiserCond(cond.obs[:, :0], cond.obs_idx[:, :0], cond.tgt_idx, cond.obs_keep[:, :0], cond.static,
+                             torch.ones(2, dtype=torch.bool))
+        assert model(x, level, empty).shape == x.shape, "no observed frame at all (the first generation step)"
