@@ -5,6 +5,8 @@
   python main.py --exp first_stage --id main --pretrain_config configs/autoencoder/base.yaml --data CLEVRER --data_path D
   python main.py --exp ddpm --id main --pretrain_config configs/latent-diffusion/base.yaml --data_path D --first_model R/model_last.pth
   python main.py --exp pipeline                                     # the whole job on generated data
+  python main.py --exp pipeline --data FOLDER                       # natural video on real footage
+  python main.py --exp sample --data FOLDER --data_path D --config_mod sample.ddpm=R/model_last.pth sample.mode=predict
 
 Re-running a command resumes its run folder results/{exp}_{id}_{data}_{seed}/; --fresh starts again.
 Works the same on CPU, one GPU and under `torchrun --nproc_per_node=N main.py ...`.
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def assemble_config(args: argparse.Namespace):
     """The stage's YAML config plus a `run` section from the flags, with --config_mod applied last."""
     path = args.pretrain_config or (args.diffusion_config if args.exp == "ddpm" else None)
-    path = path or default_config_for(args.exp)
+    path = path or default_config_for(args.exp, args.data)
     cfg = load_yaml(path) if path else OmegaConf.create({})
     cfg.run = {
         "exp": args.exp, "id": args.id, "seed": args.seed, "data": args.data, "data_path": args.data_path,

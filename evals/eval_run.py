@@ -231,25 +231,53 @@ def _segmenter(section: DictConfig, predictions: Predictions, device: torch.devi
     return load_segmenter(checkpoint, device)
 
 
+def run_video(cfg: DictConfig, ctx: DistContext) -> int:
+    """Natural video: score `--exp sample` folders (eval.samples) into one table (evals/video_eval.py)."""
+    from evals.video_eval import evaluate_samples
+
+    section = cfg.eval
+    samples = [str(s) for s in (section.samples if not isinstance(section.samples, str) else [section.samples])]
+    run_dir = prepare_run_dir(cfg, ctx)
+    if ctx.is_main:
+        rows, markdown = evaluate_samples(samples, _device(section, ctx), Path(cfg.run.results_dir) / "fvd_cache",
+                                          int(section.get("batch_size", 8)), str(section.get("real_split", "test")),
+                                          int(section.get("real_clips", 2048)), bool(section.get("baselines", True)),
+                                          str(section.get("lpips_net", "alex")))
+        write_outputs(run_dir, "eval_video", rows, markdown)
+    barrier(ctx)
+    return 0
+
+
+def _device(section: DictConfig, ctx: DistContext) -> torch.device:
+    return ctx.device if str(section.get("device", "auto")) == "auto" else torch.device(str(section.device))
+
+
+def write_outputs(run_dir: Path, stem: str, payload: Any, markdown: str) -> None:
+    """<stem>.json and <stem>.md, each written whole, and the table printed."""
+    write_text_atomic(run_dir / f"{stem}.json", json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(run_dir / f"{stem}.md", markdown)
+    print(markdown)
+    print(f"wrote {run_dir / (stem + '.json')} and {run_dir / (stem + '.md')}")
+
+
 def run(cfg: DictConfig, ctx: DistContext) -> int:
     """Evaluate on rank 0 (the metrics are cheap next to prediction); other ranks wait."""
     section = cfg.get("eval")
+    if section is not None and section.get("samples"):
+        return run_video(cfg, ctx)
     if section is None or not section.get("predictions"):
-        raise UserError("no predictions to evaluate: pass --config_mod eval.predictions=results/predict_<id>_"
-                        "<data>_<seed> (a `--exp predict` run folder).")
+        raise UserError("nothing to evaluate: pass --config_mod eval.predictions=results/predict_<id>_<data>_<seed> "
+                        "(a `--exp predict` run folder) or eval.samples=[results/sample_<id>_<data>_<seed>] "
+                        "(`--exp sample` folders of natural video).")
     folder = Path(str(section.predictions))
     predictions = load_predictions(folder)
     root = _data_path(cfg, folder)
     videos = split_videos(root, _split(section, predictions), predictions.video_ids)
-    device = ctx.device if str(section.get("device", "auto")) == "auto" else torch.device(str(section.device))
+    device = _device(section, ctx)
     settings = EvalSettings.from_config(section, device, cfg.run.results_dir)
     run_dir = prepare_run_dir(cfg, ctx)
     if ctx.is_main:
         report = evaluate_predictions(predictions, videos, settings, _segmenter(section, predictions, device))
-        markdown = report_markdown(report, title=f"Evaluation of {folder.name}")
-        write_text_atomic(run_dir / "eval.json", json.dumps(report, indent=2, default=str) + "\n")
-        write_text_atomic(run_dir / "eval.md", markdown)
-        print(markdown)
-        print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'eval.md'}")
+        write_outputs(run_dir, "eval", report, report_markdown(report, title=f"Evaluation of {folder.name}"))
     barrier(ctx)
     return 0

@@ -24,6 +24,7 @@ class Stage:
     summary: str
     target: str  # "package.module:function"
     default_config: str | None = None
+    video_config: str | None = None  # the default for natural video (--data UCF101 / FOLDER), when it differs
 
 
 STAGES: dict[str, Stage] = {
@@ -41,15 +42,21 @@ STAGES: dict[str, Stage] = {
                      "tools.train.object_classifier:run", "configs/segmentation/objects.yaml"),
     "predict": Stage("predict frame-22 masks for a split and write the submission tensor",
                      "tools.predict.predict:run", "configs/predict/base.yaml"),
+    "sample": Stage("write N natural videos from a stage-2 checkpoint (generate, predict, interpolate, "
+                    "reconstruct) as mp4, a GIF grid and uint8 shards",
+                    "tools.predict.sample:run", "configs/sample/base.yaml"),
     "eval": Stage("score a run's predictions (Jaccard, LPIPS, FVD, PSNR/SSIM)",
                   "evals.eval_run:run", "configs/eval/base.yaml"),
-    "pipeline": Stage("the whole job on generated data: data, stage 1, stage 2, segmenter, predict, report",
-                      "tools.pipeline.run:run", "configs/quickstart/pipeline.yaml"),
+    "pipeline": Stage("the whole job on the embedded default: CLEVRER (generated data, segmenter, slot diffusion, "
+                      "frame-22 masks, report) or, with --data FOLDER, real footage (latent and pixel routes, samples, "
+                      "FVD, report)", "tools.pipeline.run:run", "configs/quickstart/pipeline.yaml",
+                      "configs/quickstart/natural.yaml"),
 }
 
 
-def default_config_for(exp: str) -> str | None:
-    return STAGES[exp].default_config
+def default_config_for(exp: str, data: str = "CLEVRER") -> str | None:
+    stage = STAGES[exp]
+    return stage.video_config if data != "CLEVRER" and stage.video_config else stage.default_config
 
 
 def resolve_stage(exp: str):
