@@ -88,7 +88,7 @@ def _assert_report_scores_are_recomputable(report: str, data: Path, results: Pat
 
 def test_every_shipped_step_override_fits_its_config():
     """The quick start's own overrides are type-checked against each step's config, as a run would do."""
-    from tools.pipeline.run import step_config
+    from tools.pipeline.steps import step_config
 
     cfg = OmegaConf.load("configs/quickstart/pipeline.yaml")
     cfg.run = {"exp": "pipeline", "id": "main", "seed": 42, "data": "CLEVRER", "data_path": None}

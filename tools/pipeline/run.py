@@ -3,6 +3,7 @@
   python main.py --exp pipeline                     # generated data, quickstart config, CPU-sized
   python main.py --exp pipeline --data_path D       # the same on an existing competition-format dataset
   python main.py --exp pipeline --config_mod pipeline.route=grid   # the grid-latent (RSVP/PVDM) route
+  python main.py --exp pipeline --data FOLDER       # natural video on real footage (tools/pipeline/natural.py)
 
 Slot route (the default for CLEVRER data): generate a small dataset if --data_path holds none, and a large
 masks-only set of trajectories -> segmenter -> object classifier (`pipeline.objects`; it names each segmented
@@ -17,41 +18,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from tools.core.config import apply_overrides, load_yaml
 from tools.core.distributed import DistContext, barrier
 from tools.core.errors import UserError
 from tools.core.runs import LAST_CHECKPOINT, prepare_run_dir, run_dir_for
+from tools.pipeline.steps import run_step, step_config
 
 ROUTES = ("slots", "grid")
 
 
-def step_config(cfg: DictConfig, step_name: str, exp: str | None = None, **run_fields) -> DictConfig:
-    """The config of one pipeline step: its YAML, a run section like main.py makes, its overrides."""
-    step = cfg.pipeline[step_name]
-    stage_cfg = load_yaml(step.config)
-    run = dict(OmegaConf.to_container(cfg.run, resolve=True), exp=exp or step_name, id=f"pipeline_{cfg.run.id}",
-               config_path=str(step.config), fresh=False)
-    stage_cfg.run = {**run, **run_fields}
-    return apply_overrides(stage_cfg, list(step.get("overrides") or []), source=f"pipeline.{step_name}.overrides")
-
-
 def has_dataset(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "val").is_dir()
-
-
-def run_step(name: str, step_cfg: DictConfig, ctx: DistContext, timings: dict[str, float]) -> DictConfig:
-    from tools.core.stages import resolve_stage
-
-    if ctx.is_main:
-        print(f"\n=== pipeline: {name} ===")
-    start = time.perf_counter()
-    code = resolve_stage(step_cfg.run.exp)(step_cfg, ctx)
-    if code:
-        raise UserError(f"pipeline step '{name}' failed (exit {code}); see the messages above")
-    timings[name] = time.perf_counter() - start
-    return step_cfg
 
 
 def train_grid_route(cfg: DictConfig, ctx: DistContext, timings: dict[str, float]) -> dict[str, DictConfig]:
@@ -84,8 +62,13 @@ def predict_step(cfg: DictConfig, ctx: DistContext, timings: dict[str, float], d
 
 
 def run(cfg: DictConfig, ctx: DistContext) -> int:
-    if cfg.run.data != "CLEVRER":
-        raise UserError("--exp pipeline predicts frame-22 masks of the competition format: use --data CLEVRER")
+    if cfg.run.data != "CLEVRER":  # natural video: latent and pixel routes on real footage
+        if cfg.pipeline.get("first_stage") is None or cfg.pipeline.get("pixel_ddpm") is None:
+            raise UserError(f"--exp pipeline --data {cfg.run.data} needs the natural-video pipeline config: leave out "
+                            f"--pretrain_config or pass configs/quickstart/natural.yaml")
+        from tools.pipeline.natural import run_natural
+
+        return run_natural(cfg, ctx)
     route = str(cfg.pipeline.get("route", "slots"))
     if route not in ROUTES:
         raise UserError(f"pipeline.route={route!r} is unknown; use one of {', '.join(ROUTES)}")
