@@ -84,7 +84,7 @@ def test_linked_tracks_hold_one_component_per_frame_and_fragments_are_absorbed()
 
 
 def test_predict_frame22_mask_votes_each_sample_then_takes_the_majority():
-    from tools.predict.predict import frame22_mask
+    from tools.predict.grid_route import frame22_mask
 
     scores = _scores(3)
     for sample in range(3):

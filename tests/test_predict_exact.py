@@ -13,7 +13,7 @@ import main
 from tests.conftest import write_synthetic_videos
 from tools.data.clevrer import ClevrerDataset
 from tools.predict.postprocess import present_classes
-from tools.predict.predict import MaskScorer
+from tools.predict.grid_route import MaskScorer
 from tools.predict.video_predictor import VideoPredictor
 
 IDS = [9, 10, 100]  # natural order 9, 10, 100; text order 10, 100, 9

@@ -188,7 +188,7 @@ def test_motion_prior_anchors_targets_on_the_damped_last_step():
 def test_slot_route_instance_vote_fixes_a_one_frame_class_flip(monkeypatch):
     from omegaconf import OmegaConf
 
-    import tools.predict.segmenter_io as segmenter_io
+    import tools.predict.slot_route as slot_route
     from tools.predict.slot_route import observed_masks_source
 
     class FlippingSegmenter:  # one square of class 5, scored as class 6 in frame 3 only
@@ -208,7 +208,7 @@ def test_slot_route_instance_vote_fixes_a_one_frame_class_flip(monkeypatch):
         def masks(self, frames, tta=False):
             return self.segment(frames).argmax(1).to(torch.uint8)
 
-    monkeypatch.setattr(segmenter_io, "load_segmenter", lambda path, device: FlippingSegmenter())
+    monkeypatch.setattr(slot_route, "load_segmenter", lambda path, device: FlippingSegmenter())
     frames = torch.rand(11, 3, 20, 30)
     pcfg = OmegaConf.create({"segmenter": "s.pth", "slot_instance_vote": False, "vote_min_pixels": 1})
     plain = observed_masks_source(pcfg, SimpleNamespace(device=torch.device("cpu")))(None, frames)

@@ -95,6 +95,17 @@ def mode_state(states: torch.Tensor, bandwidth: float = MODE_BANDWIDTH) -> torch
     return states.gather(1, best[:, None, :, None].expand(-1, 1, -1, states.shape[-1]))
 
 
+def combine_samples(states: torch.Tensor, combine: str) -> torch.Tensor:
+    """Sampled states [B, N, 48, D] of one frame -> the states to decode: all N (`vote`: the decoded masks are
+    voted per pixel), or one per object (`mean_state`, `mode`); `guess` has one sample already."""
+    require_combine(combine)
+    if combine == "mean_state":
+        return mean_state(states)
+    if combine == "mode":
+        return mode_state(states)
+    return states
+
+
 class SlotPredictor:
     """A frozen slot first stage, the slot denoiser and its diffusion process, for sampling only."""
 
@@ -178,17 +189,10 @@ class SlotPredictor:
         return self.first_stage.encode(observed_frames, observed_masks.long(), observed_masks.shape[1])
 
     @torch.no_grad()
-    def decode_masks(self, latents: SlotLatents, states: torch.Tensor, combine: str = "vote"
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampled states [B, N, 48, D] of one frame -> (one mask [B, H, W] uint8, rgb of sample 0 [B, 3, H, W])."""
-        require_combine(combine)
+    def decode(self, latents: SlotLatents, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """States [B, N, 48, D] of one frame -> (the per-pixel majority of the N decoded masks [B, H, W] uint8,
+        rgb of sample 0 [B, 3, H, W])."""
         batch, n_samples = states.shape[:2]
-        if combine == "guess":
-            combine = "vote"  # one state per object already
-        if combine == "mean_state":
-            states, n_samples = mean_state(states), 1
-        elif combine == "mode":
-            states, n_samples = mode_state(states), 1
         repeat = lambda x: x.repeat_interleave(n_samples, 0)  # noqa: E731
         expanded = SlotLatents(repeat(latents.scene), repeat(latents.objects), repeat(latents.colours),
                                states.flatten(0, 1)[:, None], repeat(latents.known))
@@ -196,6 +200,11 @@ class SlotPredictor:
         masks = log_probs[:, 0].argmax(1).view(batch, n_samples, *log_probs.shape[-2:])
         voted = torch.stack([majority_vote(m) for m in masks]).to(torch.uint8)
         return voted, rgb[:, 0].view(batch, n_samples, *rgb.shape[2:])[:, 0]
+
+    def decode_masks(self, latents: SlotLatents, states: torch.Tensor, combine: str = "vote"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled states [B, N, 48, D] of one frame -> (one mask [B, H, W] uint8, rgb of sample 0 [B, 3, H, W])."""
+        return self.decode(latents, combine_samples(states, combine))
 
     @torch.no_grad()
     def predict(self, observed_masks: torch.Tensor, observed_frames: torch.Tensor | None, targets: Sequence[int],
