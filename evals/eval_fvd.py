@@ -21,8 +21,8 @@ from typing import Iterator  # noqa: E402
 import torch  # noqa: E402
 from natsort import natsorted  # noqa: E402
 
-from evals.fvd import I3DFeatures, compute_fvd  # noqa: E402
-from evals.image_metrics import image_files, read_image  # noqa: E402
+from evals.metrics.fvd import I3DFeatures, compute_fvd  # noqa: E402
+from evals.metrics.image import image_files, read_image  # noqa: E402
 from tools.core.errors import UserError  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import argparse  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from evals.jaccard import jaccard_report  # noqa: E402
+from evals.metrics.jaccard import jaccard_report  # noqa: E402
 from tools.data.classes import NUM_CLASSES, TARGET_FRAME, class_name  # noqa: E402
 from tools.data.clevrer import list_videos, read_mask  # noqa: E402
 from tools.core.errors import UserError  # noqa: E402

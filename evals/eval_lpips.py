@@ -16,8 +16,8 @@ import argparse  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from evals.image_metrics import paired_image_files, read_image  # noqa: E402
-from evals.lpips_metric import LPIPS  # noqa: E402
+from evals.metrics.image import paired_image_files, read_image  # noqa: E402
+from evals.metrics.lpips import LPIPS  # noqa: E402
 from tools.core.errors import UserError  # noqa: E402
 
 

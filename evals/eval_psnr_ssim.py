@@ -18,7 +18,7 @@ import argparse  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from evals.image_metrics import SSIM_WINDOW, paired_image_files, psnr, read_image, ssim  # noqa: E402
+from evals.metrics.image import SSIM_WINDOW, paired_image_files, psnr, read_image, ssim  # noqa: E402
 from tools.core.errors import UserError  # noqa: E402
 
 

@@ -20,8 +20,8 @@ import argparse  # noqa: E402
 
 import torch  # noqa: E402
 
-from evals.eval_run import write_outputs  # noqa: E402
-from evals.video_eval import evaluate_samples  # noqa: E402
+from evals.scoring.run import write_outputs  # noqa: E402
+from evals.scoring.video import evaluate_samples  # noqa: E402
 from tools.core.errors import UserError  # noqa: E402
 
 

@@ -73,7 +73,7 @@ class Segmenter(nn.Module):
         # The (H, W) the network was trained at; load_segmenter fills it from the checkpoint's config.
         self.trained_size: tuple[int, int] | None = None
         # How scores computed at a reduced size return to the frame's resolution (an inference choice: a loaded
-        # model can be switched, e.g. by evals/benchmark_segmenter.py --upsample).
+        # model can be switched, e.g. by evals/benchmarks/segmenter.py --upsample).
         self.upsample = upsample
         self.guided_radius = int(guided_radius)
         self.guided_eps = float(guided_eps)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from evals.motion_baselines import copy_last_observed
-from evals.baselines import (baseline_table, copy_last_observed_suppressed, frame22_truth,
+from evals.scoring.motion_baselines import copy_last_observed
+from evals.scoring.baselines import (baseline_table, copy_last_observed_suppressed, frame22_truth,
                              segment_true_frame, split_videos)
 from tools.predict.segmenter_io import load_segmenter
 from tests.conftest import make_segmenter_checkpoint as tiny_segmenter_checkpoint

@@ -1,6 +1,6 @@
-"""The GPU-memory count (evals/benchmark_memory.py) on a tiny config: saved activations grow with the batch and the
+"""The GPU-memory count (evals/benchmarks/memory.py) on a tiny config: saved activations grow with the batch and the
 trained parameters include the static prior's."""
-from evals.benchmark_memory import build_task, saved_activation_bytes, trained_parameters
+from evals.benchmarks.memory import build_task, saved_activation_bytes, trained_parameters
 
 TINY = ["data.height=16", "data.width=16", "data.frames=6", "data.cond_frames=3", "frames.n_frames=6",
         "frames.n_obs_max=3", "frames.n_tgt=3", "model.base_channels=8", "static_prior.base_channels=8"]

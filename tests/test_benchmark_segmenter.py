@@ -1,9 +1,9 @@
-"""The segmenter benchmark's choice of generated val videos (evals/benchmark_segmenter.py)."""
+"""The segmenter benchmark's choice of generated val videos (evals/benchmarks/segmenter.py)."""
 import argparse
 
 import pytest
 
-from evals.benchmark_segmenter import val_video_ids
+from evals.benchmarks.segmenter import val_video_ids
 
 
 def _args(val_path, val_videos=None) -> argparse.Namespace:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from evals.calibrate_generator import CEILING, COPY, predictor_figures
+from tools.generator.calibrate import CEILING, COPY, predictor_figures
 from tests.conftest import TINY_DDPM, make_first_stage_checkpoint
 from tools.core.config import apply_overrides, load_yaml
 from tools.core.distributed import DistContext

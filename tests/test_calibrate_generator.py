@@ -1,16 +1,16 @@
-"""Calibration figures and the motion predictors of evals/baselines.py, on masks with known motion."""
+"""Calibration figures and the motion predictors of evals/scoring/baselines.py, on masks with known motion."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from evals.motion_baselines import (constant_velocity_prediction, damped_velocity_prediction,
+from evals.scoring.motion_baselines import (constant_velocity_prediction, damped_velocity_prediction,
                                     friction_velocity_prediction, motion_baseline_scores,
                                     shift_last_observed, true_displacement_prediction)
-from evals.calibrate_generator import (CONSTANT_VELOCITY, COPY, SPEED_RATIO, STILL_STARTED, VELOCITY_GAIN,
+from tools.generator.calibrate import (CONSTANT_VELOCITY, COPY, SPEED_RATIO, STILL_STARTED, VELOCITY_GAIN,
                                        markdown_table, summarize)
-from evals.motion_figures import still_objects_started, video_figures
+from tools.generator.motion_figures import still_objects_started, video_figures
 from tools.core.errors import UserError
 
 H, W = 60, 90

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import main
-from evals.predictions_folder import load_predictions
+from evals.scoring.predictions_folder import load_predictions
 from tools.data.clevrer import read_frames, resize_frames
 
 

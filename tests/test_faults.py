@@ -17,7 +17,7 @@ from tests.conftest import TINY_DDPM, write_synthetic_videos
 from tools.core.checkpoint import load_checkpoint, save_checkpoint
 from tools.core.errors import UserError
 from tools.data.check import check_dataset
-from evals.eval_run import EvalSettings, jaccard_section
+from evals.scoring.run import EvalSettings, jaccard_section
 from tests.test_eval_run import run_eval, true_masks, write_predictions
 from tools.core.distributed import DistContext
 from tools.data.classes import class_name

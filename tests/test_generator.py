@@ -15,8 +15,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from evals.motion_baselines import motion_baseline_scores
-from evals.motion_figures import video_figures
+from evals.scoring.motion_baselines import motion_baseline_scores
+from tools.generator.motion_figures import video_figures
 from tools.core.errors import UserError
 from tools.generator import generate_dataset, settings_from_config
 from tools.generator import render

@@ -117,7 +117,7 @@ def test_soft_shadows_blur_and_lighten_the_floor_and_leave_objects_alone():
 
 
 def test_look_figures_recover_a_known_colour_fit_and_spread():
-    from evals.calibrate_look import look_figures
+    from tools.generator.calibrate_look import look_figures
     from tools.data.classes import COLOR_RGB
 
     objects = [dict(material="metal", palette=np.asarray(rgb), mean=0.35 * np.asarray(rgb) + 35, spread=20.0 + i,
@@ -131,7 +131,7 @@ def test_look_figures_recover_a_known_colour_fit_and_spread():
 
 
 def test_look_reads_a_dataset_roots_val_split_or_a_split_folder(tmp_path):
-    from evals.calibrate_look import labeled_video_dirs
+    from tools.generator.calibrate_look import labeled_video_dirs
     from tools.core.errors import UserError
 
     for split, ids in (("train", (0, 1)), ("val", (2, 10, 3))):

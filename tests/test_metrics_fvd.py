@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from evals.fvd import FeatureStats, I3DFeatures, PROTOCOL, compute_fvd, frechet_distance, preprocess_for_i3d
-from evals.i3d_net import max_pool_same
+from evals.metrics.fvd import FeatureStats, I3DFeatures, PROTOCOL, compute_fvd, frechet_distance, preprocess_for_i3d
+from evals.metrics.i3d_net import max_pool_same
 from tools.core.errors import UserError
 
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from evals.image_metrics import paired_image_files, psnr, ssim
+from evals.metrics.image import paired_image_files, psnr, ssim
 from tools.core.errors import UserError
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_jaccard_index
 
-from evals.jaccard import NUM_CLASSES, jaccard_report, jaccard_score, per_class_iou, per_video_jaccard
+from evals.metrics.jaccard import NUM_CLASSES, jaccard_report, jaccard_score, per_class_iou, per_video_jaccard
 from tools.core.errors import UserError
 
 # Two 2x3 videos.

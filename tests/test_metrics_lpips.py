@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evals.lpips_metric import LPIPS
+from evals.metrics.lpips import LPIPS
 from tests.conftest import shared_path
 from tools.core.errors import UserError
 

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from evals.segmenter_scores import factor_scores
+from evals.scoring.segmenter_scores import factor_scores
 from tools.data.classes import class_id
 
 

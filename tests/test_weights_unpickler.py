@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.weights import load_numpy_pickle, package_data_file
+from evals.metrics.weights import load_numpy_pickle, package_data_file
 from tools.core.errors import UserError
 
 

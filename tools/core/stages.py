@@ -46,7 +46,7 @@ STAGES: dict[str, Stage] = {
                     "reconstruct) as mp4, a GIF grid and uint8 shards",
                     "tools.predict.sample:run", "configs/sample/base.yaml"),
     "eval": Stage("score a run's predictions (Jaccard, LPIPS, FVD, PSNR/SSIM)",
-                  "evals.eval_run:run", "configs/eval/base.yaml"),
+                  "evals.scoring.run:run", "configs/eval/base.yaml"),
     "pipeline": Stage("the whole job on the embedded default: CLEVRER (generated data, segmenter, slot diffusion, "
                       "frame-22 masks, report) or, with --data FOLDER, real footage (latent and pixel routes, samples, "
                       "FVD, report)", "tools.pipeline.run:run", "configs/quickstart/pipeline.yaml",

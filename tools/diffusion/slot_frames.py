@@ -114,7 +114,7 @@ def prior_displacement(step: Tensor, ahead: Tensor, prior: MotionPrior) -> Tenso
 def friction_travel(velocity: Tensor, decay: float, friction: float, frames: int) -> Tensor:
     """Distance covered after 0, 1, ..., `frames` frames [frames + 1, ..., 2] by objects of per-frame velocity
     [..., 2] (pixels) whose speed becomes max(0, decay * speed - friction) each frame (the motion prior's rule,
-    also the friction_velocity_truth baseline of evals/motion_baselines.py)."""
+    also the friction_velocity_truth baseline of evals/scoring/motion_baselines.py)."""
     covered, travelled = [torch.zeros_like(velocity)], torch.zeros_like(velocity)
     for _ in range(frames):
         speed = velocity.norm(dim=-1, keepdim=True)

@@ -6,7 +6,7 @@
 Latent route: stage 1 -> stage 2 over its motion latents. Pixel route (MCVD-style): stage 2 on pixels, trained for
 the latent route's CPU minutes. Then, on held-out test windows (the last part of every video): both routes predict,
 stage 1 reconstructs, the latent route generates from nothing (and so does its untrained copy), and
-evals/video_eval.py scores them all with the copy-last-frame baseline beside them. results/pipeline_{id}_FOLDER_
+evals/scoring/video.py scores them all with the copy-last-frame baseline beside them. results/pipeline_{id}_FOLDER_
 {seed}/ gets report.md, figure.png, eval_video.json and side-by-side mp4s (truth | latent | pixel | copy last).
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def sample_runs(cfg: DictConfig, ctx: DistContext, trained: dict[str, DictConfig
 
 def evaluate(cfg: DictConfig, run_dir: Path, folders: dict[str, Path], ctx: DistContext) -> list[dict[str, Any]]:
     """The table's rows, recomputed only when a sample folder is newer than the stored ones."""
-    from evals.video_eval import evaluate_samples
+    from evals.scoring.video import evaluate_samples
 
     stored = run_dir / "eval_video.json"
     newest = max((folder / "sample.json").stat().st_mtime for folder in folders.values())
@@ -120,7 +120,7 @@ def load_videos(folder: Path, kind: str, count: int | None) -> torch.Tensor:
 
 def comparison_videos(folders: dict[str, Path], count: int, observed: list[int]) -> list[np.ndarray]:
     """Per test window: truth | latent route | pixel route | copy last frame, side by side, uint8 [T, H, W', 3]."""
-    from evals.video_eval import baseline_video
+    from evals.scoring.video import baseline_video
 
     real, latent, pixel = (load_videos(folders[name], kind, None) for name, kind in
                            (("predict", "real"), ("predict", "fake"), ("pixel_predict", "fake")))

@@ -116,9 +116,9 @@ class FirstStageLoss(nn.Module):
         self.discriminator = Discriminators(gan) if gan["enabled"] else None
 
     def perceptual(self) -> nn.Module:
-        """The perceptual metric, building evals.lpips_metric.LPIPS on first use when none was given."""
+        """The perceptual metric, building evals.metrics.lpips.LPIPS on first use when none was given."""
         if not self._perceptual:
-            from evals.lpips_metric import LPIPS  # lazy: only runs where the LPIPS weights are installed
+            from evals.metrics.lpips import LPIPS  # lazy: only runs where the LPIPS weights are installed
             module = LPIPS(net=self.config["lpips_net"])
             module.eval().requires_grad_(False)
             self._perceptual.append(module)

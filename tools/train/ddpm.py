@@ -161,7 +161,7 @@ class DiffusionTask(StageTask):
 
 
 def _jaccard(pred: torch.Tensor, true: torch.Tensor) -> float:
-    from evals.jaccard import jaccard_score
+    from evals.metrics.jaccard import jaccard_score
 
     return float(jaccard_score(pred, true))
 

@@ -21,6 +21,7 @@ from models.slots import STATE_DIM, STATE_NAMES, gather_frame, last_present
 from tools.core.distributed import DistContext, autocast, unwrap
 from tools.core.errors import UserError
 from tools.data.classes import TARGET_FRAME
+from tools.data.clevrer import list_videos
 from tools.data.datasets import validation_clips
 from tools.data.slot_cache import slot_trajectories
 from tools.data.stage import require_data_path
@@ -137,7 +138,7 @@ def validate(task: SlotDiffusionTask, clips: DataLoader | None) -> dict[str, flo
     stream is never touched)."""
     if clips is None:
         return {}
-    from evals.jaccard import jaccard_score
+    from evals.metrics.jaccard import jaccard_score
 
     predictor = task.predictor()
     generator = torch.Generator().manual_seed(int(task.cfg.run.seed))
@@ -153,9 +154,17 @@ def validate(task: SlotDiffusionTask, clips: DataLoader | None) -> dict[str, flo
 
 
 def trajectory_sources(cfg: DictConfig, root: str) -> list[tuple[str, str]]:
-    """(root, split) pairs to train on: the labeled splits of --data_path, plus data.trajectory_path's
+    """(root, split) pairs to train on: the labeled splits of --data_path, data.pseudo_label_path (the masks a
+    segmenter gave D's unlabeled videos: its folder is read as a masks-only split), plus data.trajectory_path's
     data.trajectory_splits (e.g. thousands of masks-only generated videos; one path or a list of paths)."""
     sources = [(root, str(split)) for split in cfg.data.labeled_splits]
+    pseudo = cfg.data.get("pseudo_label_path")
+    if pseudo:
+        folder = Path(str(pseudo))
+        if not folder.is_dir():
+            raise UserError(f"data.pseudo_label_path '{folder}' does not exist; write it with `python main.py --exp "
+                            f"segment --data_path D --config_mod mode=pseudo_label` or set it to null")
+        sources.append((str(folder.parent), folder.name))
     extra = cfg.data.get("trajectory_path")
     paths = [] if not extra else [extra] if isinstance(extra, str) else list(extra)
     for path in paths:
@@ -174,7 +183,11 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
         raise UserError(f"--first_model '{cfg.run.get('first_model')}' is not a slot first stage (model.type "
                         f"slots); train one with --pretrain_config configs/autoencoder/slots.yaml")
     cache_dir = Path(str(cfg.run.results_dir)) / "slot_cache"
-    dataset = slot_trajectories(trajectory_sources(cfg, root), cache_dir, progress=ctx.is_main)
+    sources = trajectory_sources(cfg, root)
+    dataset = slot_trajectories(sources, cache_dir, progress=ctx.is_main)
+    if ctx.is_main:
+        counts = ", ".join(f"{sum(e.has_mask for e in list_videos(r, s))} from {Path(r) / s}" for r, s in sources)
+        print(f"stage-2 trajectories: {len(dataset)} ({counts})")
     stage = open_stage(cfg, ctx)
     task = SlotDiffusionTask(cfg, ctx, record)
     make_batches = stage.batches(dataset, "slot trajectories")

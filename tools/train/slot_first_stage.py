@@ -58,7 +58,7 @@ class SlotFirstStageTask(StageTask):
 def true_state_jaccard(model: SlotAutoencoder, clips: DataLoader, cond_frames: int,
                        target: int = TARGET_FRAME) -> float:
     """Frame-22 Jaccard of decoding the TRUE frame-22 states with objects from the observed frames."""
-    from evals.jaccard import jaccard_score
+    from evals.metrics.jaccard import jaccard_score
 
     predicted, truth = [], []
     for batch in clips:

@@ -1,6 +1,6 @@
 """Benchmark of the segmenter: per-frame Jaccard against CPU minutes, on generated val and on real frames.
 
-  python -m evals.benchmark_segmenter --data_path D --real_path ../shared/data/real_samples \\
+  python -m evals.benchmarks.segmenter --data_path D --real_path ../shared/data/real_samples \\
       --variant factorised=configs/segmentation/cpu.yaml --variant flat=configs/segmentation/cpu.yaml:model.head=flat \\
       --minutes 2 5 10 15 --out results/benchmark_segmenter
 
@@ -10,7 +10,7 @@ all threads) divided by 2, i.e. minutes of two fully used cores: on a machine sh
 says more about the neighbours than about the segmenter (wall minutes and `uptime` load are recorded too).
 Decoding the frames into memory is done once before timing and reported separately. At the first chunk end past
 each `--minutes` point the EMA weights are scored on every frame of D's val split and of the real videos
-(evals/segmenter_scores.py, with the per-factor scores; the instance-vote rows at the last point only).
+(evals/scoring/segmenter_scores.py, with the per-factor scores; the instance-vote rows at the last point only).
 With `--objects CONFIG`, an object classifier (`--exp objects`) is first trained for `--objects_minutes` CPU
 minutes, and every point also gets the rows of the instance vote with it (its minutes are added to the
 segmenter's in the "segmenter + classifier" column).
@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -126,7 +126,7 @@ def train_objects(args: argparse.Namespace) -> tuple[Path, float]:
 
 def evaluate(name: str, args: argparse.Namespace, with_vote: bool) -> dict[str, dict[str, float]]:
     """The scores of run bench_{name}'s last weights on generated val and on the real videos."""
-    from evals.segmenter_scores import score_segmenter
+    from evals.scoring.segmenter_scores import score_segmenter
     from tools.predict.instance_vote import load_vote_judge
     from tools.predict.segmenter_io import load_segmenter
 
@@ -218,7 +218,7 @@ def gen_real_cell(scores: dict, key: str) -> str:
 
 
 def markdown(records: list[dict], cache_seconds: dict[str, float], args: argparse.Namespace) -> str:
-    from evals.segmenter_scores import FACTOR_LABELS, ROW_LABELS
+    from evals.scoring.segmenter_scores import FACTOR_LABELS, ROW_LABELS
 
     lines = ["# Segmenter benchmark", "",
              "CPU minutes = process CPU time / 2 (two fully used cores); trained on generated data only.",
@@ -247,7 +247,7 @@ def markdown(records: list[dict], cache_seconds: dict[str, float], args: argpars
             if key in last["generated_val"]:
                 lines.append(f"| {name} | {label} | {last['generated_val'][key]:.3f} | "
                              f"{last['real'].get(key, float('nan')):.3f} |")
-    lines += ["", "Per-frame errors split by factor (evals/segmenter_scores.py: objectness IoU; shape, material, colour "
+    lines += ["", "Per-frame errors split by factor (evals/scoring/segmenter_scores.py: objectness IoU; shape, material, colour "
               "right on true object pixels predicted as an object), generated val / real:", "",
               "| variant | steps | " + " | ".join(FACTOR_LABELS) + " |", "|---|---|" + "---|" * len(FACTOR_LABELS)]
     for r in records:

@@ -2,8 +2,8 @@
 """GPU memory of one training step, counted on a machine without a GPU: model state plus the activations autograd
 keeps for backward, extrapolated to a GPU batch.
 
-    python -m evals.benchmark_memory --stage first_stage --config configs/autoencoder/ucf101.yaml --target_batch 8
-    python -m evals.benchmark_memory --stage ddpm --config configs/latent-diffusion/ucf101.yaml \
+    python -m evals.benchmarks.memory --stage first_stage --config configs/autoencoder/ucf101.yaml --target_batch 8
+    python -m evals.benchmarks.memory --stage ddpm --config configs/latent-diffusion/ucf101.yaml \
         --first_config configs/autoencoder/ucf101.yaml --target_batch 48
 
 Method (counting, not timing): the stage's real task (model, optimizer, EMA, loss networks, discriminators) runs one

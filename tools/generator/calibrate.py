@@ -1,6 +1,6 @@
 """Compare generated videos with real ones on the statistics that matter for frame-22 prediction.
 
-Figures, computed from the true masks of labeled videos (see evals/motion_figures.py):
+Figures, computed from the true masks of labeled videos (see tools/generator/motion_figures.py):
 - object pixel area quartiles over every (video, frame, object present), objects per frame;
 - mean per-frame centroid displacement (px/frame) and the share of steps under half a pixel;
 - the median ratio of an object's speed 5 frames later to its speed now (objects moving faster than
@@ -8,16 +8,16 @@ Figures, computed from the true masks of labeled videos (see evals/motion_figure
 - the share of still objects that start moving (real ones do when another hits them);
 - shares of videos gaining a class after frame 11 (unpredictable entries) and after frame 1;
 - frame-22 Jaccard (competition metric over all videos stacked) of three predictors on true masks:
-  copy frame 11, constant-velocity shift, and the true-displacement ceiling (evals/baselines.py),
+  copy frame 11, constant-velocity shift, and the true-displacement ceiling (evals/scoring/baselines.py),
   and how much constant velocity gains over copying.
 
 Each figure passes when the generated value lies in a stated range around the real value: the
 ranges set by issue 11 where it set one, otherwise the spread of the real videos' own values.
 
 Usage:
-    python -m evals.calibrate_generator                       # real samples vs 40 fresh videos
-    python -m evals.calibrate_generator --generated D         # vs D/train and D/val masks
-    python -m evals.calibrate_generator --videos 60 --config_mod scene.speed_max=2.5
+    python -m tools.generator.calibrate                       # real samples vs 40 fresh videos
+    python -m tools.generator.calibrate --generated D         # vs D/train and D/val masks
+    python -m tools.generator.calibrate --videos 60 --config_mod scene.speed_max=2.5
 """
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ import numpy as np
 from natsort import natsorted
 from omegaconf import OmegaConf
 
-from evals.motion_baselines import motion_baseline_predictions
-from evals.jaccard import jaccard_score, per_video_jaccard
-from evals.motion_figures import STILL_PIXELS, VideoFigures, video_figures
+from evals.scoring.motion_baselines import motion_baseline_predictions
+from evals.metrics.jaccard import jaccard_score, per_video_jaccard
+from tools.generator.motion_figures import STILL_PIXELS, VideoFigures, video_figures
 from tools.core.errors import UserError
 
-REAL_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_samples"
-CONFIG_DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "data" / "generate.yaml"
+REAL_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_samples"
+CONFIG_DEFAULT = Path(__file__).resolve().parents[2] / "configs" / "data" / "generate.yaml"
 
 SPEED_RATIO = "speed 5 frames later / now (median, > 2 px/frame)"
 DISPLACEMENT = "centroid displacement (px/frame)"

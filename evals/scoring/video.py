@@ -1,6 +1,6 @@
 """Scores of `--exp sample` folders on natural video: streamed FVD, per-frame LPIPS / PSNR / SSIM, baselines.
 
-- FVD (StyleGAN-V protocol, evals/fvd.py) of the sampled videos against real clips. Conditioned modes (predict,
+- FVD (StyleGAN-V protocol, evals/metrics/fvd.py) of the sampled videos against real clips. Conditioned modes (predict,
   interpolate, reconstruct) compare with the very clips they observed (their `real_*` shards): the videos include
   the observed frames, so this is FVD over conditioning plus generated frames, as MCVD reports it. Generate mode
   compares with the dataset's clips of a split, whose statistics are cached per dataset, split, frames and size.
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from evals.fvd import FeatureStats, I3DFeatures, cache_path, frechet_distance
-from evals.image_metrics import psnr, ssim
+from evals.metrics.fvd import FeatureStats, I3DFeatures, cache_path, frechet_distance
+from evals.metrics.image import psnr, ssim
 from tools.core.errors import UserError
 
 SHARD_DIR = "shards"
@@ -251,7 +251,7 @@ def evaluate_samples(folders: list[str | Path], device: torch.device, cache_dir:
                      real_split: str = "test", real_clips: int = 2048, baselines: bool = True,
                      lpips_net: str = "alex", progress: bool = True) -> tuple[list[dict[str, Any]], str]:
     """Every folder's rows (and baselines) and the markdown report: the table, then LPIPS and PSNR per frame."""
-    from evals.lpips_metric import LPIPS
+    from evals.metrics.lpips import LPIPS
 
     opened = [SampleFolder.open(folder) for folder in folders]
     extractor = I3DFeatures(device, batch_size, progress)

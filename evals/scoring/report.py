@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evals.baselines import BASELINE_LABELS
+from evals.scoring.baselines import BASELINE_LABELS
 
 
 def format_number(value: Any, digits: int = 4) -> str:

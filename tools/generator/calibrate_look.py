@@ -10,7 +10,7 @@ Figures, from the true masks of labeled videos (objects of at least `--min_pixel
 - floor: the median brightness of background pixels, and of the darkest hundredth of them (shadows).
 
 Usage:
-    python -m evals.calibrate_look --generated results/data/quickstart      # D/val (else D/train) vs real
+    python -m tools.generator.calibrate_look --generated results/data/quickstart      # D/val (else D/train) vs real
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tools.data.classes import COLOR_RGB, COLORS, MATERIALS, class_indices
 from tools.data.clevrer import list_videos
 from tools.data.validate import MASK_FILE, decode_png, frame_file, load_mask_file
 
-REAL_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_samples" / "train"
+REAL_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_samples" / "train"
 
 
 def labeled_video_dirs(path: Path, limit: int) -> list[Path]:

@@ -1,7 +1,7 @@
 """Scores of a trained segmenter on the labeled videos of a split: per-frame Jaccard with and without the
 instance vote, and copy-frame-11 with its masks against copy-frame-11 with the true masks.
 
-All Jaccards are the competition's (evals/jaccard.py: torchmetrics multiclass, 49 classes, masks stacked).
+All Jaccards are the competition's (evals/metrics/jaccard.py: torchmetrics multiclass, 49 classes, masks stacked).
 Masks are scored at the videos' own resolution; the network runs at its trained size and its class scores are
 upsampled (Segmenter.segment(size=trained_size)).
 
@@ -20,7 +20,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from evals.jaccard import jaccard_score
+from evals.metrics.jaccard import jaccard_score
+from evals.scoring.motion_baselines import friction_velocity_prediction
 from models.segmenter import Segmenter
 from tools.data.classes import NUM_CLASSES, NUM_OBSERVED, TARGET_FRAME, class_indices
 from tools.data.clevrer import list_videos, read_frames, read_mask
@@ -39,6 +40,8 @@ ROW_LABELS = {
                               "frames, per-frame Jaccard",
     "copy11_segmenter_vote_objects": "copy frame 11 (segmenter masks, instance vote with the object classifier "
                                      "over frames 1-11), frame-22 Jaccard",
+    "friction_segmenter": "friction rule on the segmenter masks of frames 1-11 as prediction reads them (instance "
+                          "vote, with the object classifier when given), frame-22 Jaccard",
 }
 
 FACTOR_LABELS = {
@@ -83,9 +86,10 @@ class _Collected:
 
 
 def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: bool, min_pixels: int,
-                 judge: ObjectJudge | None = None, edge_threshold: float | None = EDGE_THRESHOLD) -> None:
+                 judge: ObjectJudge | None = None, edge_threshold: float | None = EDGE_THRESHOLD,
+                 tta: bool = False) -> None:
     frames, masks = read_frames(path), read_mask(path)
-    log_probs, edges = video_log_probs(segmenter, frames)
+    log_probs, edges = video_log_probs(segmenter, frames, tta=tta)
 
     def cut(frame_count: int | None = None) -> dict:
         """The vote's edge cut over the first frame_count frames."""
@@ -111,26 +115,31 @@ def _score_video(segmenter: Segmenter, path: Path, collected: _Collected, vote: 
                                  **judge_votes(judge, frames[:NUM_OBSERVED]),
                                  **cut(NUM_OBSERVED))  # as prediction runs it: frames 1-11
         collected.add("copy11_segmenter_vote_objects", observed[last_observed][None], target)
+    if vote:  # the rule the end-to-end row must beat, from the very masks prediction starts from
+        collected.add("friction_segmenter", friction_velocity_prediction(observed)[None], target)
 
 
 def score_segmenter(segmenter: Segmenter, root: str | Path, split: str, video_ids: Sequence[int] | None = None,
                     vote: bool = True, min_pixels: int = VOTE_MIN_PIXELS, progress: bool = True,
-                    judge: ObjectJudge | None = None, edge_threshold: float | None = EDGE_THRESHOLD
-                    ) -> dict[str, float]:
+                    judge: ObjectJudge | None = None, edge_threshold: float | None = EDGE_THRESHOLD,
+                    tta: bool = False) -> dict[str, float]:
     """Jaccards keyed as ROW_LABELS, and the factor scores of the per-frame masks keyed as FACTOR_LABELS, over the
     labeled videos of root/split (or those of `video_ids`). With an object judge (an object classifier and its
-    weight, tools/predict/instance_vote.py) the vote is also run with it, on frames 1-11 as prediction does."""
+    weight, tools/predict/instance_vote.py) the vote is also run with it, on frames 1-11 as prediction does.
+    tta: the flip test-time augmentation (as predict.tta)."""
     entries = [e for e in list_videos(root, split) if e.has_mask and (video_ids is None or e.id in set(video_ids))]
     collected = _Collected()
     segmenter.eval()
     for entry in tqdm(entries, desc=f"segmenter scores ({split})", disable=not progress, unit="video"):
-        _score_video(segmenter, entry.path, collected, vote, min_pixels, judge, edge_threshold)
+        _score_video(segmenter, entry.path, collected, vote, min_pixels, judge, edge_threshold, tta)
     return collected.scores()
 
 
 def segmenter_rows(segmenter: Segmenter, root: str | Path, split: str, video_ids: Sequence[int] | None = None,
-                   min_pixels: int = VOTE_MIN_PIXELS, judge: ObjectJudge | None = None) -> list[tuple[str, float]]:
+                   min_pixels: int = VOTE_MIN_PIXELS, judge: ObjectJudge | None = None, tta: bool = False
+                   ) -> list[tuple[str, float]]:
     """(label, Jaccard) rows for a report: per-frame with and without the vote (and with the object classifier
     in it), copy frame 11 seg vs true."""
-    scores = score_segmenter(segmenter, root, split, video_ids, True, min_pixels, progress=False, judge=judge)
+    scores = score_segmenter(segmenter, root, split, video_ids, True, min_pixels, progress=False, judge=judge,
+                             tta=tta)
     return [(ROW_LABELS[name], scores[name]) for name in ROW_LABELS if name in scores]

@@ -1,4 +1,4 @@
-"""Frechet Video Distance with the StyleGAN-V protocol and the I3D port of evals/i3d_net.py.
+"""Frechet Video Distance with the StyleGAN-V protocol and the I3D port of evals/metrics/i3d_net.py.
 
 Protocol (the one behind the published reference values, e.g. 8 all-zero vs 8 all-one videos of
 30 frames at 64x64 -> 151.26): each frame is resized bilinearly (align_corners=False) so its
@@ -24,7 +24,7 @@ from scipy import linalg
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from evals.i3d_net import I3D, MIN_FRAMES
+from evals.metrics.i3d_net import I3D, MIN_FRAMES
 from tools.core.atomic import atomic_path
 from tools.core.errors import UserError
 

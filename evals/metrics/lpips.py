@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evals.weights import lpips_backbone_weights
+from evals.metrics.weights import lpips_backbone_weights
 from tools.core.errors import UserError
 
 # Input normalisation of LPIPS v0.1, applied to images already in [-1, 1].

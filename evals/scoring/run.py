@@ -6,7 +6,7 @@ Reads the predictions folder (submission.pt, video_ids.json, meta.json, optional
 the frame-22 Jaccard (competition score over all masks stacked, mean per video, best and worst classes),
 LPIPS, PSNR and SSIM of the predicted frame 22 against the true frame 22 resized to the predicted
 resolution, FVD of the predicted target frames when there are at least 9 of them, and the baselines of
-evals/baselines.py on the same videos. Writes eval.json and eval.md into results/eval_{id}_{data}_{seed}/
+evals/scoring/baselines.py on the same videos. Writes eval.json and eval.md into results/eval_{id}_{data}_{seed}/
 and prints the table. Without --data_path, the data path recorded in the predictions' config.yaml is used.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from evals.baselines import (SplitVideos, baseline_table, frame22_truth, has_true_frame,
+from evals.scoring.baselines import (SplitVideos, baseline_table, frame22_truth, has_true_frame,
                              split_videos)
-from evals.eval_report import report_markdown
-from evals.jaccard import jaccard_report
-from evals.predictions_folder import Predictions, load_predictions
+from evals.scoring.report import report_markdown
+from evals.metrics.jaccard import jaccard_report
+from evals.scoring.predictions_folder import Predictions, load_predictions
 from tools.core.atomic import write_text_atomic
 from tools.data.classes import TARGET_FRAME, class_name
 from tools.data.clevrer import read_frames, resize_frames
@@ -91,8 +91,8 @@ def true_frames(videos: SplitVideos, indices: list[int], size: tuple[int, int]) 
 
 def image_section(predicted: torch.Tensor, videos: SplitVideos, settings: EvalSettings) -> dict[str, Any]:
     """LPIPS, PSNR and SSIM of predicted frames 22 (uint8 [N, 3, h, w]) against the true ones."""
-    from evals.image_metrics import psnr, ssim
-    from evals.lpips_metric import LPIPS
+    from evals.metrics.image import psnr, ssim
+    from evals.metrics.lpips import LPIPS
 
     size = tuple(predicted.shape[-2:])
     truth = torch.cat(list(true_frames(videos, [TARGET_FRAME], size)))
@@ -125,7 +125,7 @@ def fvd_cache_name(videos: SplitVideos, targets: list[int], size: tuple[int, int
 def fvd_section(predicted: torch.Tensor, targets: list[int], videos: SplitVideos,
                 settings: EvalSettings) -> dict[str, Any]:
     """FVD of predicted target frames (uint8 [N, K, 3, h, w]) against the true frames at the same indices."""
-    from evals.fvd import compute_fvd
+    from evals.metrics.fvd import compute_fvd
 
     size = tuple(predicted.shape[-2:])
     started = time.perf_counter()
@@ -232,8 +232,8 @@ def _segmenter(section: DictConfig, predictions: Predictions, device: torch.devi
 
 
 def run_video(cfg: DictConfig, ctx: DistContext) -> int:
-    """Natural video: score `--exp sample` folders (eval.samples) into one table (evals/video_eval.py)."""
-    from evals.video_eval import evaluate_samples
+    """Natural video: score `--exp sample` folders (eval.samples) into one table (evals/scoring/video.py)."""
+    from evals.scoring.video import evaluate_samples
 
     section = cfg.eval
     samples = [str(s) for s in (section.samples if not isinstance(section.samples, str) else [section.samples])]

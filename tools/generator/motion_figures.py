@@ -2,7 +2,7 @@
 
 Motion is read from object centroids: an object's speed at frame t is the distance its centroid
 moved from frame t-1 to frame t (pixels/frame), defined when the object is visible in both.
-These are the statistics `evals/calibrate_generator.py` compares between real and generated videos.
+These are the statistics `tools/generator/calibrate.py` compares between real and generated videos.
 """
 from __future__ import annotations
 

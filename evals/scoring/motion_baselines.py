@@ -1,6 +1,6 @@
 """Motion predictors on true masks: where each object of frame 11 goes by frame 22.
 
-- copy frame 11 (evals/baselines.py's copy_last_observed);
+- copy frame 11 (evals/scoring/baselines.py's copy_last_observed);
 - constant velocity: each object's frame-11 pixels shifted by 11 x its last observed step;
 - damped velocity: the same step continued with a per-frame decay r (r + r^2 + ... + r^11 steps; r = 0.85),
   since objects here slide and slow down;
@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from evals.jaccard import jaccard_score
+from evals.metrics.jaccard import jaccard_score
 from tools.core.errors import UserError
 from tools.data.classes import BACKGROUND, NUM_CLASSES, NUM_FRAMES, NUM_OBSERVED, TARGET_FRAME
 from tools.diffusion.slot_frames import friction_travel

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evals.weights import i3d_kinetics400_weights
+from evals.metrics.weights import i3d_kinetics400_weights
 
 BATCH_NORM_EPS = 1e-3
 # Frames needed so that the final temporal window (2 frames after three stride-2 steps) exists.

@@ -13,7 +13,7 @@ Every baseline predicts frame 22 (index 21) of a video from its observed frames 
   sets for any predictor of RGB frames (needs the true frame 22 image: not the hidden split).
 
 The motion predictors on true masks (constant and damped velocity, the true-displacement ceiling) are in
-evals/motion_baselines.py; their rows join the table whenever the true masks allow copying frame 11.
+evals/scoring/motion_baselines.py; their rows join the table whenever the true masks allow copying frame 11.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from evals.jaccard import jaccard_score
-from evals.motion_baselines import (MOTION_BASELINES, constant_velocity_prediction, copy_last_observed,
+from evals.metrics.jaccard import jaccard_score
+from evals.scoring.motion_baselines import (MOTION_BASELINES, constant_velocity_prediction, copy_last_observed,
                                     damped_velocity_prediction, friction_velocity_prediction,
                                     true_displacement_prediction)
 from tools.core.errors import UserError
@@ -47,6 +47,8 @@ BASELINE_LABELS = {
     "damped_velocity_truth": "shift frame 11 by the last step decaying 0.85 per frame (true masks)",
     "friction_velocity_truth": "shift frame 11 by the last step slowing to 0.93 speed - 0.15 px per frame (true masks)",
     "true_displacement_truth": "shift frame 11 by the true 11->22 displacement (true masks, ceiling)",
+    "friction_segmenter": "shift frame 11 by the friction rule (segmenter masks of frames 1-11, instance vote, with "
+                          "the object classifier when given)",
 }
 
 

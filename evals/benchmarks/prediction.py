@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One command, one markdown table: frame-22 quality, speed and memory of trained runs on a split.
 
-    python evals/benchmark.py --data_path D --slot_ddpm results/ddpm_slots_CLEVRER_42/model_last.pth \\
+    python evals/benchmarks/prediction.py --data_path D --slot_ddpm results/ddpm_slots_CLEVRER_42/model_last.pth \\
         --ddpm results/ddpm_main_CLEVRER_42/model_last.pth --segmenter results/segment_main_CLEVRER_42/model_best.pth \\
         --strategies direct skip [--pixel_ddpm results/ddpm_pixel_CLEVRER_42/model_last.pth] [--fvd] [--max_videos 100]
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -36,10 +36,10 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from evals.baselines import BASELINE_LABELS, baseline_table, frame22_truth, split_videos  # noqa: E402
-from evals.eval_report import format_number  # noqa: E402
-from evals.eval_run import EvalSettings, evaluate_predictions  # noqa: E402
-from evals.predictions_folder import load_predictions  # noqa: E402
+from evals.scoring.baselines import BASELINE_LABELS, baseline_table, frame22_truth, split_videos  # noqa: E402
+from evals.scoring.report import format_number  # noqa: E402
+from evals.scoring.run import EvalSettings, evaluate_predictions  # noqa: E402
+from evals.scoring.predictions_folder import load_predictions  # noqa: E402
 from models import ModelConfigError  # noqa: E402
 from tools.core.atomic import write_text_atomic  # noqa: E402
 from tools.core.checkpoint import load_checkpoint  # noqa: E402
@@ -223,6 +223,13 @@ def benchmark(args: argparse.Namespace) -> str:
     started = time.perf_counter()
     baselines = baseline_table(args.data_path, args.split, segmenter, videos.video_ids, device=ctx.device,
                                truth=truth)
+    if segmenter is not None:  # the friction rule from the masks the slot route's segmenter row starts from
+        from evals.scoring.segmenter_scores import score_segmenter
+        from tools.predict.instance_vote import load_vote_judge
+
+        judge = load_vote_judge({"object_classifier": args.object_classifier}, ctx.device)
+        scores = score_segmenter(segmenter, args.data_path, args.split, videos.video_ids, progress=False, judge=judge)
+        baselines["friction_segmenter"] = scores["friction_segmenter"]
     notes = [f"baselines took {time.perf_counter() - started:.1f} s."]
     if ctx.device.type == "cpu":
         notes.append("measured on CPU: peak memory is the process's peak RSS (all rows so far); keep --max_videos "
