@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 
 import main
-from evals.jaccard import jaccard_score
+from evals.metrics.jaccard import jaccard_score
 from models.slot_autoencoder import SlotAutoencoder
 from models.slots import STATE_NAMES, mask_states
 from tools.data.clevrer import list_videos, read_frames, read_mask
