@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from torchmetrics import JaccardIndex
 
 import main
+from tools.pipeline.run import apply_profile
 from tests.conftest import TINY_DDPM
 
 FAST = {
@@ -34,7 +35,7 @@ MODEL_ROW = {"slots": "slot diffusion, segmenter masks of frames 1-11", "grid": 
 
 
 @pytest.mark.parametrize("route", ["slots", "grid"])
-def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_path, route):
+def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_path, route, capsys):
     cfg = OmegaConf.load("configs/quickstart/pipeline.yaml")
     cfg.pipeline.route = route
     cfg.pipeline.trajectories.data_path = str(synthetic_clevrer)  # already holds labeled trajectories
@@ -62,7 +63,26 @@ def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_
     if route == "slots":  # the prediction used the object classifier the pipeline trained
         meta = json.loads((tmp_path / "results" / "predict_pipeline_main_CLEVRER_42" / "meta.json").read_text())
         assert meta["object_classifier"].endswith("objects_pipeline_main_CLEVRER_42/model_last.pth")
+        _assert_hidden_submission(run_dir, synthetic_clevrer, meta)
+        pseudo = tmp_path / "results" / "segment_pipeline_main_pseudo_labels_CLEVRER_42" / "pseudo_labels"
+        assert len(list(pseudo.glob("video_*/mask.npy"))) == 2  # the 2 unlabeled videos, frames 1-22
+        assert re.search(rf"stage-2 trajectories: \d+ \(.*2 from {re.escape(str(pseudo))}", capsys.readouterr().out)
     assert main.main(args) == 0, "a re-run resumes every finished stage and rewrites the report"
+
+
+def _assert_hidden_submission(run_dir: Path, data: Path, val_meta: dict) -> None:
+    """submission.pt of the hidden split beside the report: (N, 160, 240) uint8 class ids, natural id order,
+    predicted with the val row's settings."""
+    submission = torch.load(run_dir / "submission.pt", weights_only=True)
+    ids = json.loads((run_dir / "submission_ids.json").read_text())
+    hidden_ids = sorted(int(p.name.split("_")[1]) for p in (data / "hidden").iterdir())
+    assert ids == {"split": "hidden", "video_ids": hidden_ids}
+    assert submission.dtype == torch.uint8 and tuple(submission.shape) == (len(hidden_ids), 160, 240)
+    assert int(submission.max()) < 49
+    hidden_meta = json.loads((run_dir.parent / "predict_pipeline_main_predict_hidden_CLEVRER_42" / "meta.json")
+                             .read_text())
+    assert {k: v for k, v in hidden_meta.items() if k not in ("split", "videos", "sec_per_video", "peak_mem_gib")} \
+        == {k: v for k, v in val_meta.items() if k not in ("split", "videos", "sec_per_video", "peak_mem_gib")}
 
 
 def _report_value(report: str, row: str) -> float:
@@ -96,6 +116,26 @@ def test_every_shipped_step_override_fits_its_config():
     assert {"segment", "objects", "slot_ddpm", "predict"} <= set(steps)
     for step in steps:
         step_config(cfg, step)  # raises UserError on an override of the wrong type or an unknown key
+    cfg.pipeline.profile = "gpu"
+    assert apply_profile(cfg) == "gpu"
+    assert cfg.pipeline.segment.config == "configs/segmentation/base.yaml"  # full resolution
+    for step in steps:
+        step_config(cfg, step)
+
+
+@pytest.mark.parametrize("layout", ["typo", "train_only", "empty_val"])
+def test_a_data_path_that_is_not_a_dataset_is_refused_and_nothing_is_written(tmp_path, capsys, layout):
+    data = tmp_path / "mine"
+    if layout != "typo":
+        (data / "train" / "video_0").mkdir(parents=True)
+    if layout == "empty_val":
+        (data / "val").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    code = main.main(["--exp", "pipeline", "--data_path", str(data), "--results_dir", str(tmp_path / "results")])
+    assert code == 2
+    assert sorted(tmp_path.rglob("*")) == before  # neither the folder nor results/ got anything
+    error = capsys.readouterr().err
+    assert "is not a competition dataset" in error and str(data) in error
 
 
 def test_stage_table_shows_the_last_val_figures_of_the_weights_prediction_uses():

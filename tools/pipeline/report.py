@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from evals.eval_report import format_number
+from evals.scoring.report import format_number
 from tools.core.atomic import write_text_atomic
 from tools.data.classes import NUM_OBSERVED, TARGET_FRAME, colorize_mask
 from tools.data.clevrer import read_frames, read_mask
@@ -47,10 +47,10 @@ MODEL_LABELS = {
 
 
 def score_predictions(data_path: Path, predict_dir: Path, segmenter: Path | None) -> tuple[dict, list]:
-    """evals/eval_run.py's report (Jaccard, and the baselines when a segmenter is given) and the videos."""
-    from evals.baselines import split_videos
-    from evals.eval_run import EvalSettings, evaluate_predictions
-    from evals.predictions_folder import load_predictions
+    """evals/scoring/run.py's report (Jaccard, and the baselines when a segmenter is given) and the videos."""
+    from evals.scoring.baselines import split_videos
+    from evals.scoring.run import EvalSettings, evaluate_predictions
+    from evals.scoring.predictions_folder import load_predictions
     from tools.predict.segmenter_io import load_segmenter
 
     predictions = load_predictions(predict_dir)
@@ -61,9 +61,9 @@ def score_predictions(data_path: Path, predict_dir: Path, segmenter: Path | None
 
 
 def jaccard_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path, route: str,
-                 classifier: Path | None = None) -> tuple[list[tuple[str, float]], list]:
+                 classifier: Path | None = None, tta: bool = False) -> tuple[list[tuple[str, float]], list]:
     """(name, frame-22 Jaccard) of the model's prediction runs and of the baselines."""
-    from evals.baselines import BASELINE_LABELS
+    from evals.scoring.baselines import BASELINE_LABELS
 
     rows, baselines, entries = [], {}, []
     for index, (name, folder) in enumerate(predict_dirs.items()):
@@ -72,26 +72,31 @@ def jaccard_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path
         if index == 0:
             baselines, entries = report.get("baselines") or {}, videos
     rows += [(BASELINE_LABELS.get(name, name), value) for name, value in baselines.items()]
-    return rows + segmenter_report_rows(data_path, predict_dirs, segmenter, classifier), entries
+    return rows + segmenter_report_rows(data_path, predict_dirs, segmenter, classifier, tta), entries
 
 
 def segmenter_report_rows(data_path: Path, predict_dirs: dict[str, Path], segmenter: Path,
-                          classifier: Path | None = None) -> list[tuple[str, float]]:
+                          classifier: Path | None = None, tta: bool = False) -> list[tuple[str, float]]:
     """The segmenter's own rows on the same videos: per-frame Jaccard with and without the instance vote (and with
-    the object classifier in it, when given), and copy frame 11 with segmenter masks against true masks
-    (evals/segmenter_scores.py)."""
-    from evals.predictions_folder import load_predictions
-    from evals.segmenter_scores import segmenter_rows
+    the object classifier in it, when given: the pseudo-labels' procedure), copy frame 11 with segmenter masks
+    against true masks, and the friction rule on the segmenter masks (evals/scoring/segmenter_scores.py)."""
+    from evals.scoring.predictions_folder import load_predictions
+    from evals.scoring.segmenter_scores import segmenter_rows
     from tools.predict.instance_vote import load_vote_judge
     from tools.predict.segmenter_io import load_segmenter
 
     predictions = load_predictions(next(iter(predict_dirs.values())))
     judge = load_vote_judge({"object_classifier": str(classifier) if classifier else None})
     return segmenter_rows(load_segmenter(segmenter), data_path, predictions.split or "val", predictions.video_ids,
-                          judge=judge)
+                          judge=judge, tta=tta)
 
 
-def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], meta: dict) -> list[str]:
+def count_videos(folder: Path | None) -> int:
+    return 0 if folder is None or not folder.is_dir() else sum(1 for p in folder.glob("video_*/mask.npy"))
+
+
+def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], meta: dict,
+                pseudo_labels: Path | None = None, submission: Path | None = None) -> list[str]:
     """The stage table: wall time and the figure each stage logged."""
     # Prediction uses each network's last weights, so the table shows their last val figure, not the best one.
     if route == "slots":
@@ -112,17 +117,29 @@ def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], m
         lines.append(f"| object classifier | {_minutes(timings.get('objects'))} | last val accuracy per object "
                      f"crop (shape, material and colour right) "
                      f"{format_number(_last(stats['objects'], 'val', 'accuracy'))} |")
+    if pseudo_labels is not None:
+        lines.append(f"| pseudo-labels of the unlabeled split (frames 1-22) | {_minutes(timings.get('pseudo_labels'))} "
+                     f"| {count_videos(pseudo_labels)} videos, used by stage 2 (`{pseudo_labels}`) |")
+    hidden = [] if submission is None else [
+        f"| predict the hidden split (the val row's settings) | {_minutes(timings.get('predict_hidden'))} | "
+        f"`{submission}` ({_hidden_count(submission)} masks) |"]
     return lines + [
         f"| stage 1 ({route}) | {_minutes(timings.get('first_stage'))} | {first} |",
         f"| stage 2 diffusion ({route}) | {_minutes(timings.get('ddpm'))} | {second} |",
         f"| predict | {_minutes(timings.get('predict'))} | {format_number(meta.get('sec_per_video'), 2)} s per video |",
-        f"| total | {_minutes(timings.get('total'))} | |"]
+        *hidden, f"| total | {_minutes(timings.get('total'))} | |"]
+
+
+def _hidden_count(submission: Path) -> int:
+    return len(json.loads(submission.with_name("submission_ids.json").read_text())["video_ids"])
 
 
 def write_report(run_dir: Path, data_path: Path, predict_dirs: dict[str, Path], segmenter: Path,
                  steps: dict[str, DictConfig], timings: dict[str, float], route: str = "slots",
-                 classifier: Path | None = None) -> Path:
-    rows, entries = jaccard_rows(data_path, predict_dirs, segmenter, route, classifier)
+                 classifier: Path | None = None, tta: bool = False, profile: str = "cpu",
+                 pseudo_labels: Path | None = None, submission_path: Path | None = None) -> Path:
+    """report.md (and figure.png) in run_dir; submission_path: the hidden split's published submission.pt."""
+    rows, entries = jaccard_rows(data_path, predict_dirs, segmenter, route, classifier, tta)
     predict_dir = predict_dirs["model"]
     submission = torch.load(predict_dir / "submission.pt", weights_only=True)
     write_figure(run_dir / "figure.png", entries, predict_dir, submission)
@@ -132,14 +149,15 @@ def write_report(run_dir: Path, data_path: Path, predict_dirs: dict[str, Path], 
         "# Pipeline report", "",
         f"Dataset: `{data_path}`, split `{meta['split']}` ({len(entries)} videos). Frames 1-11 observed, "
         f"frame 22 predicted; route `{route}`, strategy `{meta['strategy']}`, {meta['n_samples']} samples per "
-        f"video, fusion `{meta['fusion']}`, classes absent from frames 1-11 suppressed: {meta['suppress_absent']}.",
+        f"video, fusion `{meta['fusion']}`, classes absent from frames 1-11 suppressed: {meta['suppress_absent']}; "
+        f"profile `{profile}`.",
         "", "## Frame-22 Jaccard (49 classes, masks stacked as the competition scores)", "",
         "| method | Jaccard |", "|---|---|",
         *[f"| {name} | {format_number(value)} |" for name, value in rows], "",
         "![inputs, truth and prediction](figure.png)", "",
         "Figure: frames 1, 6, 11 | true frame 22 | predicted frame 22 | true mask | predicted mask.", "",
         "## Stages", "", "| stage | wall time | figures |", "|---|---|---|",
-        *stage_lines(route, stats, timings, meta), "",
+        *stage_lines(route, stats, timings, meta, pseudo_labels, submission_path), "",
         "A stage that was already finished (a re-run) shows only the time to check it.",
     ]
     path = run_dir / "report.md"
