@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.slots import STATE_DIM, STATE_NAMES, gather_frame, last_present
-from tools.core.distributed import DistContext, autocast, unwrap
+from tools.core.distributed import DistContext, train_autocast, unwrap
 from tools.core.errors import UserError
 from tools.data.classes import TARGET_FRAME
 from tools.data.clevrer import list_videos
@@ -103,7 +103,7 @@ class SlotDiffusionTask(StageTask):
             motions.append(motion)
             return out
 
-        with autocast(self.ctx, self.cfg.train.get("amp")):
+        with train_autocast(self.ctx, self.cfg.train):
             loss, per_sample, t = self.diffusion.training_loss(network, residual, generator,
                                                                weight=valid[:, None, :, None])
         logs = {}
