@@ -66,6 +66,8 @@ def test_pipeline_writes_report_with_model_and_baselines(synthetic_clevrer, tmp_
         _assert_hidden_submission(run_dir, synthetic_clevrer, meta)
         pseudo = tmp_path / "results" / "segment_pipeline_main_pseudo_labels_CLEVRER_42" / "pseudo_labels"
         assert len(list(pseudo.glob("video_*/mask.npy"))) == 2  # the 2 unlabeled videos, frames 1-22
+        assert re.search(r"\| 2 videos, used by stage 2 .* the same procedure on the val videos: [01]\.\d{4} per frame \|",
+                         report)
         assert re.search(rf"stage-2 trajectories: \d+ \(.*2 from {re.escape(str(pseudo))}", capsys.readouterr().out)
     assert main.main(args) == 0, "a re-run resumes every finished stage and rewrites the report"
 

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from evals.scoring.report import format_number
+from evals.scoring.segmenter_scores import ROW_LABELS
 from tools.core.atomic import write_text_atomic
 from tools.data.classes import NUM_OBSERVED, TARGET_FRAME, colorize_mask
 from tools.data.clevrer import read_frames, read_mask
@@ -96,7 +97,8 @@ def count_videos(folder: Path | None) -> int:
 
 
 def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], meta: dict,
-                pseudo_labels: Path | None = None, submission: Path | None = None) -> list[str]:
+                pseudo_labels: Path | None = None, submission: Path | None = None,
+                pseudo_label_jaccard: float | None = None) -> list[str]:
     """The stage table: wall time and the figure each stage logged."""
     # Prediction uses each network's last weights, so the table shows their last val figure, not the best one.
     if route == "slots":
@@ -119,7 +121,8 @@ def stage_lines(route: str, stats: dict[str, list], timings: dict[str, float], m
                      f"{format_number(_last(stats['objects'], 'val', 'accuracy'))} |")
     if pseudo_labels is not None:
         lines.append(f"| pseudo-labels of the unlabeled split (frames 1-22) | {_minutes(timings.get('pseudo_labels'))} "
-                     f"| {count_videos(pseudo_labels)} videos, used by stage 2 (`{pseudo_labels}`) |")
+                     f"| {count_videos(pseudo_labels)} videos, used by stage 2 (`{pseudo_labels}`); the same procedure "
+                     f"on the val videos: {format_number(pseudo_label_jaccard)} per frame |")
     hidden = [] if submission is None else [
         f"| predict the hidden split (the val row's settings) | {_minutes(timings.get('predict_hidden'))} | "
         f"`{submission}` ({_hidden_count(submission)} masks) |"]
@@ -157,7 +160,8 @@ def write_report(run_dir: Path, data_path: Path, predict_dirs: dict[str, Path], 
         "![inputs, truth and prediction](figure.png)", "",
         "Figure: frames 1, 6, 11 | true frame 22 | predicted frame 22 | true mask | predicted mask.", "",
         "## Stages", "", "| stage | wall time | figures |", "|---|---|---|",
-        *stage_lines(route, stats, timings, meta, pseudo_labels, submission_path), "",
+        *stage_lines(route, stats, timings, meta, pseudo_labels, submission_path,
+                     dict(rows).get(ROW_LABELS["per_frame_vote_objects"])), "",
         "A stage that was already finished (a re-run) shows only the time to check it.",
     ]
     path = run_dir / "report.md"
