@@ -118,6 +118,18 @@ def test_sampler_shards_ranks_and_resumes():
     assert sorted(i for part in first_epoch for _, i in part) == list(range(10))
 
 
+def test_an_interrupted_time_budget_continues_only_to_its_end(tmp_path):
+    ticks = iter(range(0, 10_000, 5))  # 5 seconds pass at every reading of the clock
+    _scheduled_run(tmp_path, "cut", crash_at=4, max_minutes=1.0, clock=lambda: next(ticks))
+    state = load_checkpoint(tmp_path / "toy_cut_T_5" / LAST_CHECKPOINT)
+    assert state["step"] == 4 and 0 < state["trained_seconds"] < 60  # saved where the interrupt came
+    ticks = iter(range(0, 10_000, 5))
+    _scheduled_run(tmp_path, "cut", max_minutes=1.0, clock=lambda: next(ticks))
+    final = load_checkpoint(tmp_path / "toy_cut_T_5" / LAST_CHECKPOINT)
+    assert 4 < final["step"] < 10, "it continued, and stopped at its budget before max_steps"
+    assert 60 <= final["trained_seconds"] <= 60 + 20  # stopped within a step of its budget (a step reads 3-4 times)
+
+
 def test_time_budget_stops_early_and_marks_the_final_log(tmp_path):
     cfg = _cfg(tmp_path, 50, "budget")
     cfg.train.max_minutes = 1.0
@@ -198,7 +210,13 @@ def test_time_budget_schedule_counts_training_time_across_resumes(tmp_path):
     _scheduled_run(tmp_path, "timed", max_minutes=1.0, clock=lambda: next(ticks))
     state = load_checkpoint(tmp_path / "toy_timed_T_5" / LAST_CHECKPOINT)
     assert 0 < state["step"] < 10 and state["trained_seconds"] >= 60
-    # Resumed past its budget: the run goes on at the final rate.
+    # Re-run after its budget is spent: it trains no further (the budget counts training time across resumes).
     ticks = iter(range(0, 10_000, 10))
-    resumed, _ = _scheduled_run(tmp_path, "timed", max_minutes=1.0, clock=lambda: next(ticks))
-    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.2)
+    _scheduled_run(tmp_path, "timed", max_minutes=1.0, clock=lambda: next(ticks))
+    assert load_checkpoint(tmp_path / "toy_timed_T_5" / LAST_CHECKPOINT)["step"] == state["step"]
+    # A larger budget continues it, at the rate its schedule has reached (past the old budget's end: not warmup).
+    ticks = iter(range(0, 10_000, 10))
+    resumed, _ = _scheduled_run(tmp_path, "timed", max_minutes=2.0, clock=lambda: next(ticks))
+    later = load_checkpoint(tmp_path / "toy_timed_T_5" / LAST_CHECKPOINT)
+    assert later["step"] > state["step"] and later["trained_seconds"] > state["trained_seconds"]
+    assert resumed.optimizer.param_groups[0]["lr"] < 0.05

@@ -233,9 +233,17 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
             print(f"{run_dir} is already trained to step {start} (train.max_steps={max_steps}); "
                   f"raise train.max_steps with --config_mod to continue")
         return start
+    # train.max_minutes is the run's whole training time, counted across resumes (as the schedule counts it): an
+    # interrupted run continues to its budget, and re-running a finished one trains no further.
+    budget = 60 * float(tcfg.get("max_minutes") or math.inf)
+    if _agree(trained_before >= budget, ctx):
+        if ctx.is_main:
+            print(f"{run_dir} has already trained {trained_before / 60:.1f} min (train.max_minutes={tcfg.max_minutes}); "
+                  f"raise train.max_minutes with --config_mod to continue")
+        return start
     logger.resume_at(start)
     started = clock()
-    deadline = started + 60 * float(tcfg.get("max_minutes") or math.inf)
+    deadline = started + budget - trained_before
 
     def trained_seconds() -> float:
         return trained_before + clock() - started
@@ -289,8 +297,8 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
             count, tick = 0, time.perf_counter()
         if out_of_time:
             if ctx.is_main:
-                print(f"stopping at step {step}: train.max_minutes={tcfg.max_minutes} reached "
-                      f"(re-run the same command to continue)")
+                print(f"stopping at step {step}: train.max_minutes={tcfg.max_minutes} of training reached "
+                      f"(raise it with --config_mod to continue)")
             break
     bar.close()
     logger.flush()
