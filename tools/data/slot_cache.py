@@ -90,6 +90,7 @@ class SlotTrajectories(Dataset):
 
     def __init__(self, paths: list[Path]) -> None:
         parts = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+        self.part_sizes = [len(p["states"]) for p in parts]  # trajectories per source, in the order given
         self.states = torch.cat([p["states"] for p in parts])
         self.codes = torch.cat([p["codes"] for p in parts])
         self.video_ids = [v for p in parts for v in p["video_ids"]]

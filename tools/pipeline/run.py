@@ -90,10 +90,10 @@ def train_grid_route(cfg: DictConfig, ctx: DistContext, timings: dict[str, float
 
 
 def pseudo_label_step(cfg: DictConfig, ctx: DistContext, timings: dict[str, float], segmenter: Path,
-                      classifier: Path | None) -> Path:
+                      classifier: Path | None, tta: bool) -> Path:
     """Masks of D's unlabeled videos (frames 1-22) by the segmenter, the object classifier and the instance vote,
-    as prediction reads frames 1-11; written (resumably) into the step's run folder, never into D."""
-    tta = bool(step_config(cfg, "predict").predict.get("tta", False))
+    as prediction reads frames 1-11 (tta: the predict step's); written (resumably) into the step's run folder,
+    never into D."""
     extra = ["mode=pseudo_label", f"pseudo_label.checkpoint={segmenter}", "pseudo_label.split=unlabeled",
              "pseudo_label.instance_vote=true", f"train.tta={tta}"]
     if classifier is not None:
@@ -173,9 +173,10 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     if route == "slots" and cfg.pipeline.get("objects") and cfg.pipeline.objects.get("enabled", True):
         steps["objects"] = run_step("objects", step_config(cfg, "objects"), ctx, timings)
         classifier = run_dir_for(steps["objects"].run) / LAST_CHECKPOINT
+    tta = bool(step_config(cfg, "predict").predict.get("tta", False))  # the segmenter's, wherever it reads frames
     pseudo_labels = None
     if route == "slots" and cfg.pipeline.unlabeled.get("enabled", True) and has_split(data_path, "unlabeled"):
-        pseudo_labels = pseudo_label_step(cfg, ctx, timings, segmenter, classifier)
+        pseudo_labels = pseudo_label_step(cfg, ctx, timings, segmenter, classifier, tta)
     if route == "slots":
         trained = train_slot_route(cfg, ctx, timings, pseudo_labels)
     else:
@@ -200,7 +201,6 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
         if hidden is not None:
             submission = publish_submission(run_dir, run_dir_for(predicted["model"].run), run_dir_for(hidden.run))
         timings["total"] = time.perf_counter() - started
-        tta = bool(step_config(cfg, "predict").predict.get("tta", False))
         report = write_report(run_dir, data_path, {k: run_dir_for(v.run) for k, v in predicted.items()}, segmenter,
                               {**steps, **trained}, timings, route, classifier, tta=tta, profile=profile,
                               pseudo_labels=pseudo_labels, submission_path=submission)

@@ -87,7 +87,7 @@ def assemble_outputs(out_dir: Path, entries: list, meta: dict, png_videos: int, 
     results = [torch.load(result_path(out_dir, e.id), weights_only=True) for e in entries]
     submission = torch.stack([r["mask"] for r in results])
     video_ids = [e.id for e in entries]
-    check_submission(submission, video_ids, tuple(submission.shape[-2:]) if entries else (0, 0))
+    check_submission(submission, video_ids, tuple(read_frames(entries[0].path, [0]).shape[-2:]))  # the videos' size
     torch_save_atomic(submission, out_dir / "submission.pt")
     torch_save_atomic(torch.stack([r["frames"] for r in results]), out_dir / "frames.pt")
     write_text_atomic(out_dir / "video_ids.json", json.dumps({"split": meta["split"], "video_ids": video_ids}, indent=2))

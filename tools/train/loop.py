@@ -236,7 +236,7 @@ def train(task: TrainTask, make_batches: Callable[[int], Iterable[Any]], cfg: Di
     # train.max_minutes is the run's whole training time, counted across resumes (as the schedule counts it): an
     # interrupted run continues to its budget, and re-running a finished one trains no further.
     budget = 60 * float(tcfg.get("max_minutes") or math.inf)
-    if _agree(trained_before >= budget, ctx):
+    if trained_before >= budget:  # read from the checkpoint every rank loads: the same on all ranks
         if ctx.is_main:
             print(f"{run_dir} has already trained {trained_before / 60:.1f} min (train.max_minutes={tcfg.max_minutes}); "
                   f"raise train.max_minutes with --config_mod to continue")

@@ -21,7 +21,6 @@ from models.slots import STATE_DIM, STATE_NAMES, gather_frame, last_present
 from tools.core.distributed import DistContext, train_autocast, unwrap
 from tools.core.errors import UserError
 from tools.data.classes import TARGET_FRAME
-from tools.data.clevrer import list_videos
 from tools.data.datasets import validation_clips
 from tools.data.slot_cache import slot_trajectories
 from tools.data.stage import require_data_path
@@ -186,7 +185,7 @@ def run(cfg: DictConfig, ctx: DistContext) -> int:
     sources = trajectory_sources(cfg, root)
     dataset = slot_trajectories(sources, cache_dir, progress=ctx.is_main)
     if ctx.is_main:
-        counts = ", ".join(f"{sum(e.has_mask for e in list_videos(r, s))} from {Path(r) / s}" for r, s in sources)
+        counts = ", ".join(f"{n} from {Path(r) / s}" for (r, s), n in zip(sources, dataset.part_sizes))
         print(f"stage-2 trajectories: {len(dataset)} ({counts})")
     stage = open_stage(cfg, ctx)
     task = SlotDiffusionTask(cfg, ctx, record)
