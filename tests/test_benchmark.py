@@ -92,7 +92,7 @@ def test_benchmark_scores_the_slot_rows(synthetic_clevrer, tiny_runs, tmp_path):
                       "--first_model", str(tmp_path / "first_stage_b_CLEVRER_42" / "model_last.pth"), "--config_mod",
                       *first, "model.width=32", "model.depth=1", "model.heads=2", "train.sample_every=2",
                       "train.ckpt_every=2", "train.scale_batches=1", "diffusion.sample_steps=2", "frames.n_tgt=1",
-                      "train.max_steps=2"]) == 0
+                      "train.max_steps=2", "train.motion_warmup_steps=1"]) == 0
     assert main.main(_objects_args(synthetic_clevrer, tmp_path, "train.max_steps=2")) == 0
     classifier = tmp_path / "objects_main_CLEVRER_42" / "model_last.pth"
     out = tmp_path / "bench" / "slots.md"

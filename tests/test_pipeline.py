@@ -27,9 +27,9 @@ FAST = {
     "slot_first_stage": ["data.height=32", "data.width=48", "model.template_size=8", "train.max_steps=1",
                          "train.log_every=1", "train.val_every=1", "train.ckpt_every=1", "train.val_clips=1"],
     "slot_ddpm": ["data.height=32", "data.width=48", "model.width=32", "model.depth=1", "model.context_depth=1",
-                  "model.heads=2", "train.max_steps=2", "train.log_every=1", "train.sample_every=2",
-                  "train.ckpt_every=2", "train.batch_size=2", "train.scale_batches=1", "train.val_clips=1",
-                  "diffusion.sample_steps=2"],
+                  "model.heads=2", "train.max_steps=2", "train.motion_warmup_steps=1", "train.log_every=1",
+                  "train.sample_every=2", "train.ckpt_every=2", "train.batch_size=2", "train.scale_batches=1",
+                  "train.val_clips=1", "diffusion.sample_steps=2"],
 }
 MODEL_ROW = {"slots": "slot diffusion, segmenter masks of frames 1-11", "grid": "grid-latent diffusion model"}
 

@@ -100,13 +100,21 @@ def _slot_stage(tmp_path: Path, data: Path, exp: str, config: str, *mods: str) -
                       "--pretrain_config", str(CONFIGS / config), "--config_mod", *mods])
 
 
+SMALL = ["data.height=40", "data.width=60", "train.log_every=1", "train.val_clips=1", "train.batch_size=2"]
+
+
+def _small_slot_first_stage(tmp_path: Path, data: Path) -> tuple[list[str], Path]:
+    """(the small data/train overrides, the model_last.pth of a one-step slot first stage on them)."""
+    assert _slot_stage(tmp_path, data, "first_stage", "autoencoder/slots.yaml", *SMALL, "train.max_steps=1",
+                       "train.val_every=1", "train.ckpt_every=1", "model.template_size=8") == 0
+    return list(SMALL), tmp_path / "first_stage_t_CLEVRER_42" / "model_last.pth"
+
+
 def test_slot_stage2_trains_samples_and_resumes_with_the_same_step(tmp_path, synthetic_clevrer):
-    small = ["data.height=40", "data.width=60", "train.log_every=1", "train.val_clips=1", "train.batch_size=2"]
-    assert _slot_stage(tmp_path, synthetic_clevrer, "first_stage", "autoencoder/slots.yaml", *small,
-                       "train.max_steps=1", "train.val_every=1", "train.ckpt_every=1", "model.template_size=8") == 0
-    first = tmp_path / "first_stage_t_CLEVRER_42" / "model_last.pth"
+    small, first = _small_slot_first_stage(tmp_path, synthetic_clevrer)
     stage2 = [*small, "model.width=32", "model.depth=1", "model.heads=2", "train.sample_every=2",
-              "train.ckpt_every=2", "train.scale_batches=1", "diffusion.sample_steps=2", "frames.n_tgt=1"]
+              "train.ckpt_every=2", "train.scale_batches=1", "diffusion.sample_steps=2", "frames.n_tgt=1",
+              "train.motion_warmup_steps=1"]
     args = ["--first_model", str(first)]
     assert main.main(["--exp", "ddpm", "--id", "t", "--data_path", str(synthetic_clevrer), "--results_dir",
                       str(tmp_path), "--pretrain_config", str(CONFIGS / "latent-diffusion/slots.yaml"), *args,
@@ -135,6 +143,35 @@ def test_slot_stage2_trains_samples_and_resumes_with_the_same_step(tmp_path, syn
                           "predict.observed_masks=true", "predict.slot_combine=guess"]) == 0
         guesses.append(torch.load(tmp_path / f"predict_g{seed}_CLEVRER_{seed}" / "submission.pt", weights_only=True))
     assert guesses[0].shape == (2, 160, 240) and torch.equal(guesses[0], guesses[1])
+
+
+def test_motion_warmup_trains_the_head_alone_then_the_whole_model(tmp_path, synthetic_clevrer):
+    small, first = _small_slot_first_stage(tmp_path, synthetic_clevrer)
+    stage2 = [*small, "model.width=32", "model.depth=1", "model.heads=2", "train.sample_every=10",
+              "train.ckpt_every=1", "train.snapshot_every=1", "train.scale_batches=1", "train.ema_decay=0",
+              "diffusion.sample_steps=2", "frames.n_tgt=1", "train.motion_warmup_steps=2"]
+    for steps in (2, 3):  # the warmup, then one whole-model step in a resumed run
+        assert main.main(["--exp", "ddpm", "--id", "w", "--data_path", str(synthetic_clevrer), "--results_dir",
+                          str(tmp_path), "--pretrain_config", str(CONFIGS / "latent-diffusion/slots.yaml"),
+                          "--first_model", str(first), "--config_mod", *stage2, f"train.max_steps={steps}"]) == 0
+    run = tmp_path / "ddpm_w_CLEVRER_42"
+    weights = [torch.load(run / f"model_{step:07d}.pth", weights_only=True)["model"] for step in (1, 2, 3)]
+
+    def changed(a: dict, b: dict, head: bool) -> bool:
+        names = [n for n in a if n.startswith("motion_head.") == head]
+        assert names
+        return any(not torch.equal(a[n], b[n]) for n in names)
+
+    assert changed(weights[0], weights[1], head=True)  # a warmup step moves the head ...
+    assert not changed(weights[0], weights[1], head=False)  # ... and nothing else
+    assert changed(weights[1], weights[2], head=False)  # after it, the denoiser trains too
+    stats = [line for line in (run / "stats.jsonl").read_text().splitlines() if '"train"' in line]
+    assert "loss_q" not in stats[0] and "loss_q" in stats[-1]  # warmup steps log the head's loss alone
+    # a warmup on a model without a head is refused with the fix
+    assert main.main(["--exp", "ddpm", "--id", "nohead", "--data_path", str(synthetic_clevrer), "--results_dir",
+                      str(tmp_path), "--pretrain_config", str(CONFIGS / "latent-diffusion/slots.yaml"),
+                      "--first_model", str(first), "--config_mod", *stage2, "train.max_steps=1",
+                      "model.motion_head=false"]) != 0
 
 
 def test_slot_cache_is_reused_and_grows_with_the_split(tmp_path, synthetic_clevrer):

@@ -86,6 +86,17 @@ def all_reduce_mean(values: dict[str, float], ctx: DistContext) -> dict[str, flo
     return {k: float(v) for k, v in zip(keys, packed.tolist())}
 
 
+def average_gradients(module: torch.nn.Module, ctx: DistContext) -> None:
+    """All-reduce gradients by hand for modules DDP does not see: called several times per step (DDP allows one
+    call), or called on their own, outside the wrapped model's forward."""
+    if not ctx.distributed:
+        return
+    for param in module.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= ctx.world_size
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from models.first_stage import build_first_stage
 from tools.core.checkpoint import check_config_matches, load_checkpoint
 from tools.core.config import to_plain
-from tools.core.distributed import DistContext, train_autocast, unwrap
+from tools.core.distributed import DistContext, average_gradients, train_autocast, unwrap
 from tools.core.errors import UserError
 from tools.core.logger import RunLogger
 from tools.core.runs import LAST_CHECKPOINT
@@ -45,16 +44,6 @@ def split_batch(batch: dict, cfg: DictConfig, device: torch.device) -> tuple[tor
     else:
         masks = masks.to(device, non_blocking=True)
     return frames, frames[:, : int(cfg.data.cond_frames)], masks
-
-
-def average_gradients(module: torch.nn.Module, ctx: DistContext) -> None:
-    """All-reduce gradients by hand for modules called several times per step (DDP allows one call)."""
-    if not ctx.distributed:
-        return
-    for param in module.parameters():
-        if param.grad is not None:
-            dist.all_reduce(param.grad)
-            param.grad /= ctx.world_size
 
 
 class FirstStageTask(StageTask):

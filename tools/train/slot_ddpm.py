@@ -17,8 +17,9 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from models.slot_transformer import SlotCond
 from models.slots import STATE_DIM, STATE_NAMES, gather_frame, last_present
-from tools.core.distributed import DistContext, train_autocast, unwrap
+from tools.core.distributed import DistContext, average_gradients, train_autocast, unwrap
 from tools.core.errors import UserError
 from tools.data.classes import TARGET_FRAME
 from tools.data.datasets import validation_clips
@@ -74,6 +75,10 @@ class SlotDiffusionTask(StageTask):
         self.scales: list[float] | None = None
         self.prior = motion_prior(cfg)
         self.motion_weight = float(cfg.train.get("motion_loss_weight", 1.0))
+        self.motion_warmup = int(cfg.train.get("motion_warmup_steps") or 0)
+        if self.motion_warmup and unwrap(self.model).motion_head is None:
+            raise UserError(f"train.motion_warmup_steps={self.motion_warmup} trains the motion head alone, but "
+                            f"model.motion_head is false; set train.motion_warmup_steps=0 or model.motion_head=true")
 
     def measure_scales(self, batches: list[dict]) -> None:
         """Per-dimension scales of the relative targets, from a few batches, once per run."""
@@ -92,6 +97,8 @@ class SlotDiffusionTask(StageTask):
         scales = torch.tensor(self.scales, device=self.ctx.device)
         cond, x0, valid = diffusion_inputs(batch, sets, scales, self.ctx.device, self.prior)
         self.model.train()
+        if step < self.motion_warmup:
+            return self.motion_warmup_step(cond, x0, valid)
         with torch.no_grad():  # the head's current guess: the diffusion works on the residual from it
             guess = unwrap(self.model).motion(cond)
         residual = shift_by_motion(x0, guess, -1.0)
@@ -112,6 +119,17 @@ class SlotDiffusionTask(StageTask):
             logs["motion_l1"] = motion_loss.item()
         self.step(loss)
         return {"loss": loss.item(), **logs, **self.diffusion.loss_by_bucket(t.cpu(), per_sample.cpu())}
+
+    def motion_warmup_step(self, cond: SlotCond, x0: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
+        """The motion head alone (the first train.motion_warmup_steps steps). A head step costs about a tenth
+        of a whole-model step (9 vs 100 ms at batch 32 on 2 CPU cores), so the head reaches a good guess in
+        seconds, and the diffusion starts on the residuals of a trained head rather than of a moving one. The
+        head is called outside the DDP wrapper, so its gradients are averaged by hand."""
+        head = unwrap(self.model).motion_head
+        with train_autocast(self.ctx, self.cfg.train):
+            loss = motion_l1(head(cond), x0, valid)
+        self.step(loss, after_backward=lambda: average_gradients(head, self.ctx))
+        return {"loss": loss.item(), "motion_l1": loss.item()}
 
     def state_dict(self) -> dict[str, Any]:
         return dict(super().state_dict(), slot_scales=self.scales, first_stage=self.record)

@@ -3,7 +3,7 @@ DDP wrapper, AdamW, the grad scaler and the EMA (built after the wrap), one opti
 copy, and their checkpoint state. A stage subclasses it and adds its loss and its own state."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
@@ -31,10 +31,11 @@ class StageTask:
         self.ema = make_ema(self.wrapped, float(tcfg.get("ema_decay") or 0),
                             warmup=ema_warmup or bool(tcfg.get("ema_warmup", False)))
 
-    def step(self, loss: torch.Tensor) -> None:
-        """The optimizer step on `loss` (train.grad_clip applies), then the EMA update."""
+    def step(self, loss: torch.Tensor, after_backward: Callable[[], None] | None = None) -> None:
+        """The optimizer step on `loss` (train.grad_clip applies), then the EMA update; after_backward as in
+        optimizer_step (e.g. averaging by hand the gradients of a module called outside the DDP wrapper)."""
         optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(),
-                       float(self.cfg.train.get("grad_clip") or 0))
+                       float(self.cfg.train.get("grad_clip") or 0), after_backward)
         if self.ema is not None:
             self.ema.update(self.model)
 
